@@ -1,0 +1,30 @@
+# TransMix reproduction pipeline: train -> evaluate -> collect -> notebooks.
+# The experiment is in the config (workflow/config/), runtime settings in the profiles (workflow/profiles/).
+#   snakemake --cores all                                   the embedded default study (CPU, minutes)
+#   snakemake --cores all --configfile workflow/config/smoke.yaml
+#   snakemake -n results/default/evaluate/vit_micro_patch4_28__transmix__s0.csv   one target, its jobs only
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+# A --configfile replaces the default study instead of being merged into it, so a study holds every key it uses.
+if not workflow.config_settings.configfiles:
+
+    configfile: "workflow/config/default.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/notebooks.smk"
+
+
+rule all:
+    input:
+        notebook_targets(),
+    default_target: True

@@ -1,0 +1,60 @@
+"""Strict config: unknown keys and wrong types are errors that name the key and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from transmix.config import ConfigError, TrainConfig, from_dict, load, parse_overrides
+
+
+def test_defaults_are_valid_and_hash_is_stable() -> None:
+    cfg = TrainConfig()
+    assert cfg.hash() == TrainConfig().hash()
+    assert cfg.replace(lr=0.01).hash() != cfg.hash()
+
+
+def test_unknown_key_names_it_and_suggests() -> None:
+    # The official DeiT-S config spelled this with hyphens and the loader ignored it; here it is an error.
+    with pytest.raises(ConfigError, match=r"unknown config key `mixup-switch-prob`; did you mean `switch_prob`"):
+        from_dict({"mixup-switch-prob": 0.8})
+    with pytest.raises(ConfigError, match="unknown config key `learning_rate`"):
+        parse_overrides(["learning_rate=0.1"])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"lr": "fast"}, "lr='fast' has type str; expected float"),
+        ({"epochs": 2.5}, "epochs=2.5 has type float; expected int"),
+        ({"epochs": True}, "expected int"),
+        ({"method": "cutmixx"}, "method='cutmixx' is not one of"),
+        ({"batch_size": 65}, "batch_size=65 is odd"),
+        ({"area_weight": 1.5}, r"area_weight=1.5 must lie in \[0, 1\]"),
+        ({"switch_prob": -0.1}, "switch_prob"),
+        ({"method": "transmix", "cutmix_alpha": 0.0}, "needs cutmix_alpha > 0"),
+        ({"warmup_epochs": 5, "epochs": 5}, "warmup_epochs=5 must be smaller"),
+        ({"box_to_grid": "nearest"}, "box_to_grid='nearest'"),
+    ],
+)
+def test_bad_values_name_the_key(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_dict(values)
+
+
+def test_odd_batch_is_fine_without_mixing() -> None:
+    assert from_dict({"batch_size": 65, "method": "none"}).batch_size == 65
+
+
+def test_yaml_then_overrides(tmp_path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 0.0005\nmethod: deit\nepochs: 3\n")
+    cfg = load(path, ["epochs=4", "lr=1e-4"])
+    assert (cfg.lr, cfg.method, cfg.epochs) == (1e-4, "deit", 4)
+    assert isinstance(cfg.lr, float)
+    with pytest.raises(ConfigError, match="is not key=value"):
+        load(None, ["lr"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("swich_prob: 0.8\n")
+    with pytest.raises(ConfigError, match="did you mean `switch_prob`"):
+        load(tmp_path / "bad.yaml")

@@ -1,0 +1,69 @@
+"""The tidy results schema and the published reference table."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from transmix.results import COLUMNS, SchemaError, paper, read, validate, write
+
+
+def row(**changes) -> dict:
+    base = dict(
+        study="s",
+        run_id="m__deit__s0",
+        dataset="fashion_mnist",
+        model="m",
+        method="deit",
+        seed=0,
+        epochs=1,
+        suite="clean",
+        variant="raw",
+        metric="top1",
+        value=50.0,
+        n=100,
+        source="ours",
+        reference="",
+        config_hash="abc",
+        git_sha="123",
+        package_version="0.1.0",
+    )
+    return {**base, **changes}
+
+
+def test_round_trip(tmp_path) -> None:
+    df = pd.DataFrame([row(), row(metric="top5", value=90.0)])
+    path = write(df, tmp_path / "r.csv")
+    back = read(path)
+    assert list(back.columns) == list(COLUMNS)
+    assert back["value"].tolist() == [50.0, 90.0]
+    assert not list(tmp_path.glob(".*tmp")), "no temporary file left behind"
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([row(source="mine")], "source must be one of"),
+        ([row(), row()], "share a key"),
+        ([row(value=None)], "has no value"),
+        ([row(source="paper", reference="")], "needs a reference"),
+        ([row(model="")], "column model is empty"),
+    ],
+)
+def test_schema_violations_are_named(rows: list[dict], message: str) -> None:
+    with pytest.raises(SchemaError, match=message):
+        validate(pd.DataFrame(rows))
+
+
+def test_missing_column_is_named() -> None:
+    with pytest.raises(SchemaError, match=r"missing \['git_sha'\]"):
+        validate(pd.DataFrame([row()]).drop(columns="git_sha"))
+
+
+def test_published_numbers() -> None:
+    published = paper()
+    assert (published.source == "paper").all() and published.reference.str.len().gt(0).all()
+    imagenet = published[published.run_id.str.startswith("transmix-paper")].set_index(["model", "method"])["value"]
+    assert imagenet[("DeiT-S", "transmix")] == 80.7 and imagenet[("DeiT-S", "deit")] == 79.8
+    assert imagenet[("DeiT-B", "transmix")] == 82.4
+    assert pd.isna(imagenet[("DeiT-T", "transmix")]), "unconfirmed cells stay NA"

@@ -1,0 +1,104 @@
+"""Step-time benchmark: methods measured side by side in one process, reported as ratios.
+
+Each method trains its own copy of the same model (same initial weights) on the same batches with the same
+mixing draws, so the only difference is the label computation. Rounds interleave the methods, in alternating
+order, so drift of the machine (turbo, other load) hits all of them alike; the ratio of medians is reported.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from timm.optim import create_optimizer_v2
+
+from transmix.attention import ExplicitClassAttention
+from transmix.config import TrainConfig
+from transmix.models import create_model
+from transmix.train import Stepper, resolve_device
+
+# (column, method, attention capture)
+COLUMNS = (("deit", "deit", "hook"), ("transmix", "transmix", "hook"), ("transmix-explicit", "transmix", "explicit"))
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    column: str
+    median_ms: float
+    images_per_second: float
+    ratio_to_deit: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(
+    cfg: TrainConfig,
+    steps: int = 10,
+    rounds: int = 7,
+    warmup: int = 3,
+    in_chans: int = 1,
+    img_size: int = 28,
+    num_classes: int = 10,
+) -> list[BenchResult]:
+    """Median training-step time per column over ``rounds`` rounds of ``steps`` steps each."""
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    base = create_model(
+        cfg.model, num_classes=num_classes, in_chans=in_chans, img_size=img_size, drop_path=cfg.drop_path
+    ).to(device)
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    batches = [
+        (
+            torch.randn(cfg.batch_size, in_chans, img_size, img_size, generator=data_gen),
+            torch.randint(0, num_classes, (cfg.batch_size,), generator=data_gen),
+        )
+        for _ in range(steps)
+    ]
+    steppers = {}
+    for column, method, capture in COLUMNS:
+        model = copy.deepcopy(base)
+        run_cfg = cfg.replace(method=method)
+        opt = create_optimizer_v2(model, opt=run_cfg.opt, lr=run_cfg.lr, weight_decay=run_cfg.weight_decay)
+        stepper = Stepper(run_cfg, model, opt, num_classes, device, (img_size, img_size))
+        if capture == "explicit":
+            stepper.capture.remove()
+            stepper.capture = ExplicitClassAttention(model)
+        steppers[column] = stepper
+    times: dict[str, list[float]] = {c: [] for c, _, _ in COLUMNS}
+    for r in range(warmup + rounds):
+        order = list(steppers.items())
+        if r % 2:
+            order.reverse()
+        for column, stepper in order:
+            gen = torch.Generator().manual_seed(cfg.seed + r)  # identical mixing draws for every column
+            _sync(device)
+            t0 = time.perf_counter()
+            for x, y in batches:
+                stepper(x, y, gen)
+            _sync(device)
+            if r >= warmup:
+                times[column].append((time.perf_counter() - t0) / steps)
+    base_ms = statistics.median(times["deit"]) * 1e3
+    out = []
+    for column, _, _ in COLUMNS:
+        ms = statistics.median(times[column]) * 1e3
+        out.append(BenchResult(column, ms, cfg.batch_size / ms * 1e3, ms / base_ms))
+    return out
+
+
+def format_table(results: list[BenchResult], cfg: TrainConfig, threads: int) -> str:
+    device = resolve_device(cfg.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {threads} thread(s)"
+    lines = [
+        f"model {cfg.model}, batch {cfg.batch_size}, {cfg.precision}, {name}, torch {torch.__version__}",
+        f"{'column':<20}{'ms/step':>10}{'img/s':>10}{'vs deit':>10}",
+    ]
+    for r in results:
+        lines.append(f"{r.column:<20}{r.median_ms:>10.2f}{r.images_per_second:>10.0f}{r.ratio_to_deit:>10.3f}")
+    return "\n".join(lines)

@@ -1,0 +1,197 @@
+"""The ``transmix`` command. Every pipeline stage is a subcommand; Snakemake calls these and nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from transmix import config as config_mod
+
+EPILOG = """\
+stages (the order the Snakemake pipeline runs them):
+  transmix data                        put Fashion-MNIST into ./data (Debian package, --source DIR, or download)
+  transmix train --out DIR [--set k=v] train one run; rerunning the same command resumes it
+  transmix evaluate --run DIR --out CSV  top-1/top-5 of the raw and EMA weights as tidy rows
+  transmix collect --out CSV CSV...    one validated table per study, with the published numbers
+  transmix bench                       step time of deit vs transmix, side by side
+
+example: transmix train --out runs/try --set method=transmix --set epochs=2 --set train_subset=5000
+"""
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        torch.set_num_threads(n)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from transmix.data import prepare_fashion_mnist
+
+    raw = prepare_fashion_mnist(args.root, source=args.source, download=not args.no_download)
+    print(f"Fashion-MNIST ready in {raw}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from transmix.train import train
+
+    _threads(args.threads)
+    cfg = config_mod.load(args.config, args.set)
+    progress = {"auto": None, "bar": True, "log": False}[args.progress]
+    path = train(cfg, args.out, stop_after=args.stop_after, progress=progress)
+    print(path)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from transmix.evaluate import clean
+    from transmix.results import write
+
+    _threads(args.threads)
+    df = clean(args.run, device=args.device)
+    write(df, args.out)
+    top1 = df[df.metric == "top1"].set_index("variant")["value"].round(2).to_dict()
+    print(f"{args.out}: top-1 {top1}")
+    return 0
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from transmix.results import collect, write
+
+    df = collect(args.inputs, include_paper=not args.no_paper)
+    write(df, args.out)
+    print(f"{args.out}: {len(df)} rows ({int((df.source == 'ours').sum())} measured)")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from transmix.bench import bench, format_table
+
+    _threads(args.threads)
+    cfg = config_mod.load(None, [f"model={args.model}", f"batch_size={args.batch_size}", *args.set])
+    results = bench(
+        cfg,
+        steps=args.steps,
+        rounds=args.rounds,
+        img_size=args.img_size,
+        in_chans=args.in_chans,
+        num_classes=args.num_classes,
+    )
+    print(format_table(results, cfg, torch.get_num_threads()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transmix",
+        description="TransMix (CVPR 2022) reproduction: train, evaluate and collect results.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "data",
+        help="prepare Fashion-MNIST",
+        description=("Put Fashion-MNIST where `transmix train` reads it (torchvision's layout under ROOT)."),
+    )
+    p.add_argument("--root", default="data", help="dataset folder (config key data_dir; default: data)")
+    p.add_argument("--source", help="a folder holding the four *-ubyte.gz files (default: Debian's package)")
+    p.add_argument("--no-download", action="store_true", help="never try torchvision's downloader")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser(
+        "train",
+        help="train one run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train one run into --out. A directory holding a checkpoint of the same config is resumed.",
+        epilog="config keys (set in --config YAML or with --set key=value):\n" + config_mod.describe(),
+    )
+    p.add_argument("--out", required=True, type=Path, help="run directory (its name is the run_id)")
+    p.add_argument("--config", type=Path, help="YAML file of config keys")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--stop-after", type=int, metavar="N", help="leave after N epochs of this call (rerun continues)")
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "log"),
+        default="auto",
+        help="progress bar or log lines (auto: a bar on a terminal)",
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="top-1/top-5 of a finished run",
+        description="Evaluate a finished run (raw and EMA weights) on the full test split; writes tidy rows.",
+    )
+    p.add_argument("--run", required=True, type=Path, help="run directory holding final.pt")
+    p.add_argument("--out", required=True, type=Path, help="CSV to write")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser(
+        "collect",
+        help="one table per study",
+        description="Concatenate per-run CSVs and the published numbers into one validated table.",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, help="per-run CSVs from `transmix evaluate`")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--no-paper", action="store_true", help="leave out the published numbers")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser(
+        "bench",
+        help="step time: deit vs transmix vs explicit attention",
+        description="Median training-step time of deit, transmix (hooked fused attention) and "
+        "transmix with the release's explicit attention matrix, side by side in one process; "
+        "prints ratios to deit.",
+    )
+    p.add_argument("--model", default="vit_micro_patch4_28")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--img-size", type=int, default=28)
+    p.add_argument("--in-chans", type=int, default=1)
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--steps", type=int, default=10, help="steps per round")
+    p.add_argument("--rounds", type=int, default=7, help="measured rounds (after 3 warm-up rounds)")
+    p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any train config key, e.g. device=cuda precision=bf16",
+    )
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from transmix.data import DatasetMissing
+    from transmix.results import SchemaError
+    from transmix.train import TrainingError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args)
+    except config_mod.ConfigError as err:
+        print(f"transmix: config error: {err}", file=sys.stderr)
+        return 2
+    except (DatasetMissing, TrainingError, SchemaError, FileNotFoundError) as err:
+        print(f"transmix: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Evaluation suites; each returns tidy rows of the results schema (see :mod:`transmix.results`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from transmix.config import TrainConfig, from_dict
+from transmix.results import frame
+from transmix.train import FINAL, build_model, load_data, resolve_device, top_k
+
+
+def load_final(run_dir: str | Path, device: torch.device) -> tuple[TrainConfig, dict[str, Any]]:
+    """A finished run's config and saved state (``weights_only`` load)."""
+    path = Path(run_dir) / FINAL
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the run has not finished (run `transmix train` first)")
+    state = torch.load(path, map_location=device, weights_only=True)
+    return from_dict(state["config"]), state
+
+
+def variants(cfg: TrainConfig, state: dict[str, Any], like: Any, device: torch.device) -> dict[str, nn.Module]:
+    """The run's models by variant: ``raw`` and, when it trained an EMA, ``ema``; in eval mode."""
+    out = {}
+    for name, key in (("raw", "model"), ("ema", "ema")):
+        if state[key] is None:
+            continue
+        model = build_model(cfg, like).to(device)
+        model.load_state_dict(state[key])
+        out[name] = model.eval()
+    return out
+
+
+def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500) -> pd.DataFrame:
+    """Top-1 and top-5 (percent) on the full test split, for raw and EMA weights."""
+    dev = resolve_device(device)
+    cfg, state = load_final(run_dir, dev)
+    _, test = load_data(cfg.replace(val_subset=0))
+    rows = []
+    for variant, model in variants(cfg, state, test, dev).items():
+        for k, value in top_k(model, test, dev, cfg.precision, batch_size=batch_size).items():
+            rows.append(
+                {
+                    "study": cfg.study,
+                    "run_id": Path(run_dir).name,
+                    "dataset": cfg.dataset,
+                    "model": cfg.model,
+                    "method": cfg.method,
+                    "seed": cfg.seed,
+                    "epochs": state["epochs"],
+                    "suite": "clean",
+                    "variant": variant,
+                    "metric": f"top{k}",
+                    "value": value,
+                    "n": len(test),
+                    "source": "ours",
+                    "reference": "",
+                    "config_hash": state["config_hash"],
+                    "git_sha": state["git_sha"],
+                    "package_version": state["package_version"],
+                }
+            )
+    return frame(rows)

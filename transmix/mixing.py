@@ -1,0 +1,168 @@
+"""Mixup / CutMix sampling that keeps the box, and the TransMix label.
+
+One convention everywhere: ``lam`` is the weight of the original (un-flipped) sample, as in timm. A batch is
+mixed with its own reverse (``x.flip(0)``), so sample ``i`` is paired with sample ``B - 1 - i``.
+
+TransMix (Chen et al., CVPR 2022) keeps CutMix's pixels but re-weights its label with the class token's
+attention: ``lam = w * lam_area + (1 - w) * lam_attn``, where ``lam_attn`` is the share of the class token's
+attention (over patch tokens) that falls outside the pasted box. The official release uses ``w = 0.5``
+("the mean of both methods"); the paper's Fig. 1 describes ``w = 0``. Only CutMix batches are re-weighted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.data.mixup import mixup_target
+
+Mode = Literal["none", "mixup", "cutmix"]
+Box = tuple[int, int, int, int]  # (y_low, y_high, x_low, x_high) of the pasted region, pixels, high exclusive
+
+METHODS = ("none", "mixup", "cutmix", "deit", "transmix")
+BOX_TO_GRID = ("release", "area")
+
+
+@dataclass(frozen=True)
+class MixSpec:
+    """What a method mixes. Built once from the config; see :func:`mix_spec`."""
+
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    switch_prob: float = 0.5
+    mix_prob: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+
+def mix_spec(method: str, mixup_alpha: float, cutmix_alpha: float, switch_prob: float, mix_prob: float) -> MixSpec:
+    """Map a method name to what it mixes: ``deit`` and ``transmix`` sample the same images and boxes."""
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {METHODS}")
+    if method == "none":
+        return MixSpec()
+    if method == "mixup":
+        return MixSpec(mixup_alpha=mixup_alpha, mix_prob=mix_prob)
+    if method == "cutmix":
+        return MixSpec(cutmix_alpha=cutmix_alpha, mix_prob=mix_prob)
+    return MixSpec(mixup_alpha, cutmix_alpha, switch_prob, mix_prob)
+
+
+@dataclass(frozen=True)
+class MixedBatch:
+    """One mixed batch. ``labels_b`` is ``labels_a.flip(0)``; ``lam_area`` is the weight of ``labels_a``."""
+
+    images: torch.Tensor
+    labels_a: torch.Tensor
+    labels_b: torch.Tensor
+    lam_area: float
+    box: Box | None
+    mode: Mode
+
+
+def _beta(alpha: float, gen: torch.Generator) -> float:
+    # Beta(a, a) from the explicit generator (torch.distributions has no generator argument).
+    seed = int(torch.randint(0, 2**62, (1,), generator=gen).item())
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def rand_box(height: int, width: int, lam: float, gen: torch.Generator) -> Box:
+    """timm's ``rand_bbox`` (square box of area ``1 - lam``, centre uniform, clipped), drawn from ``gen``."""
+    ratio = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(height * ratio), int(width * ratio)
+    cy = int(torch.randint(0, height, (1,), generator=gen).item())
+    cx = int(torch.randint(0, width, (1,), generator=gen).item())
+    yl, yh = max(cy - cut_h // 2, 0), min(cy + (cut_h + 1) // 2, height)
+    xl, xh = max(cx - cut_w // 2, 0), min(cx + (cut_w + 1) // 2, width)
+    return yl, yh, xl, xh
+
+
+def mix_batch(images: torch.Tensor, labels: torch.Tensor, spec: MixSpec, gen: torch.Generator) -> MixedBatch:
+    """Mix a batch with its reverse: Mixup or CutMix, one draw per batch, as timm's ``mode='batch'``.
+
+    Args:
+        images: ``(B, C, H, W)``; not modified.
+        labels: ``(B,)`` integer class indices.
+        spec: what to mix (see :func:`mix_spec`).
+        gen: the only source of randomness (a CPU generator), so runs are reproducible and resumable.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+    batch = images.shape[0]
+    if spec.enabled and batch % 2:
+        raise ValueError(
+            f"batch of {batch} images cannot be mixed: Mixup/CutMix pair each image with the batch reversed and "
+            "need an even batch size; set batch_size to an even number (the loader drops the last partial batch)"
+        )
+    labels_b = labels.flip(0)
+    if not spec.enabled or float(torch.rand((), generator=gen)) >= spec.mix_prob:
+        return MixedBatch(images, labels, labels_b, 1.0, None, "none")
+    if spec.mixup_alpha > 0 and spec.cutmix_alpha > 0:
+        use_cutmix = float(torch.rand((), generator=gen)) < spec.switch_prob
+    else:
+        use_cutmix = spec.cutmix_alpha > 0
+    lam = _beta(spec.cutmix_alpha if use_cutmix else spec.mixup_alpha, gen)
+    if not use_cutmix:
+        mixed = images * lam + images.flip(0) * (1.0 - lam)
+        return MixedBatch(mixed, labels, labels_b, lam, None, "mixup")
+    height, width = images.shape[-2:]
+    box = rand_box(height, width, lam, gen)
+    yl, yh, xl, xh = box
+    mixed = images.clone()
+    mixed[:, :, yl:yh, xl:xh] = images.flip(0)[:, :, yl:yh, xl:xh]
+    lam_area = 1.0 - (yh - yl) * (xh - xl) / float(height * width)  # timm's correct_lam=True
+    return MixedBatch(mixed, labels, labels_b, lam_area, box, "cutmix")
+
+
+def box_mask(box: Box, image_size: tuple[int, int], grid: tuple[int, int], how: str = "release") -> torch.Tensor:
+    """The pasted box on the patch grid, flattened to ``(gh * gw,)`` in row-major token order.
+
+    ``release``: nearest-neighbour downsampling of the pixel mask, as the official code does with
+    ``nn.Upsample``: a patch counts as pasted when its top-left pixel is (for an exact patch size).
+    ``area``: the fraction of each patch's pixels that are pasted.
+    """
+    if how not in BOX_TO_GRID:
+        raise ValueError(f"box_to_grid={how!r} is not one of {BOX_TO_GRID}")
+    yl, yh, xl, xh = box
+    mask = torch.zeros(1, 1, *image_size)
+    mask[..., yl:yh, xl:xh] = 1.0
+    if how == "release":
+        small = F.interpolate(mask, size=grid, mode="nearest")
+    else:
+        small = F.adaptive_avg_pool2d(mask, grid)
+    return small.flatten()
+
+
+def attention_lam(attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sample share of the class token's attention that falls on un-pasted patches.
+
+    Args:
+        attn: ``(B, N)`` class-token attention over the ``N`` patch tokens (prefix tokens dropped).
+        mask: ``(N,)`` pasted fraction of each patch.
+    """
+    attn = attn.float()
+    mask = mask.to(attn.device, attn.dtype)
+    inside = (attn * mask).sum(1)
+    outside = (attn * (1.0 - mask)).sum(1)
+    return outside / (inside + outside).clamp_min(torch.finfo(attn.dtype).tiny)
+
+
+def transmix_lam(lam_area: float, lam_attn: torch.Tensor, area_weight: float) -> torch.Tensor:
+    """``w * lam_area + (1 - w) * lam_attn``; ``w = 0.5`` is the released rule, ``w = 0`` the paper's Fig. 1."""
+    return area_weight * lam_area + (1.0 - area_weight) * lam_attn
+
+
+def soft_targets(labels: torch.Tensor, num_classes: int, lam: float | torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Label-smoothed one-hot targets of the batch mixed with its reverse; ``lam`` scalar or per sample.
+
+    Uses timm's ``mixup_target``, so the smoothing matches timm's Mixup exactly.
+    """
+    if isinstance(lam, torch.Tensor):
+        lam = lam.to(labels.device).view(-1, 1)
+    return mixup_target(labels, num_classes, lam=lam, smoothing=smoothing)

@@ -1,0 +1,158 @@
+"""The tidy results schema: one long table, one row per measured (or published) number.
+
+Every table and figure is a filter and pivot of this table, and it is the notebooks' only project import.
+Published numbers live once, in ``paper.csv`` beside this module, in the same schema with ``source = paper``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS: tuple[str, ...] = (
+    "study",
+    "run_id",
+    "dataset",
+    "model",
+    "method",
+    "seed",
+    "epochs",
+    "suite",
+    "variant",
+    "metric",
+    "value",
+    "n",
+    "source",
+    "reference",
+    "config_hash",
+    "git_sha",
+    "package_version",
+)
+KEY: tuple[str, ...] = ("study", "run_id", "suite", "variant", "metric", "source")
+SOURCES = ("ours", "paper")
+_TEXT = (
+    "study",
+    "run_id",
+    "dataset",
+    "model",
+    "method",
+    "suite",
+    "variant",
+    "metric",
+    "source",
+    "reference",
+    "config_hash",
+    "git_sha",
+    "package_version",
+)
+
+
+class SchemaError(ValueError):
+    """A results table does not follow the schema; the message names the column and rows."""
+
+
+def run_id(model: str, method: str, seed: int, extra: str = "") -> str:
+    """Deterministic run name: ``{model}__{method}__s{seed}`` plus what differs from the study defaults."""
+    return f"{model}__{method}__s{seed}" + (f"__{extra}" if extra else "")
+
+
+def validate(df: pd.DataFrame) -> pd.DataFrame:
+    """Check columns, types and keys; returns the table with columns in schema order.
+
+    Raises:
+        SchemaError: naming the first problem found.
+    """
+    missing = [c for c in COLUMNS if c not in df.columns]
+    extra = [c for c in df.columns if c not in COLUMNS]
+    if missing or extra:
+        raise SchemaError(f"results columns differ from the schema: missing {missing}, unexpected {extra}")
+    df = df.loc[:, list(COLUMNS)].copy()
+    bad_source = ~df["source"].isin(SOURCES)
+    if bad_source.any():
+        raise SchemaError(f"source must be one of {SOURCES}; got {sorted(df.loc[bad_source, 'source'].unique())}")
+    for col in ("study", "run_id", "model", "method", "suite", "variant", "metric"):
+        empty = df[col].isna() | (df[col].astype(str).str.len() == 0)
+        if empty.any():
+            raise SchemaError(f"column {col} is empty in {int(empty.sum())} row(s), e.g. {df[empty].iloc[0].to_dict()}")
+    df["value"] = pd.to_numeric(df["value"], errors="raise").astype(float)
+    ours = df["source"] == "ours"
+    if df.loc[ours, "value"].isna().any():
+        raise SchemaError("a measured (source=ours) row has no value")
+    for col in ("seed", "epochs", "n"):
+        df[col] = pd.to_numeric(df[col], errors="raise").astype("Int64")
+    for col in _TEXT:
+        df[col] = df[col].astype("string")
+    paper_no_ref = (df["source"] == "paper") & (df["reference"].isna() | (df["reference"].str.len() == 0))
+    if paper_no_ref.any():
+        raise SchemaError("every published (source=paper) row needs a reference")
+    dup = df.duplicated(list(KEY), keep=False)
+    if dup.any():
+        raise SchemaError(f"{int(dup.sum())} rows share a key {KEY}, e.g. {df[dup].iloc[0][list(KEY)].to_dict()}")
+    return df.reset_index(drop=True)
+
+
+def frame(rows: Iterable[dict]) -> pd.DataFrame:
+    """Rows (dicts with every column) -> validated table."""
+    return validate(pd.DataFrame(list(rows), columns=list(COLUMNS)))
+
+
+def read(path: str | Path) -> pd.DataFrame:
+    """Read and validate a results CSV."""
+    return validate(pd.read_csv(path, dtype={"git_sha": str, "config_hash": str, "package_version": str}))
+
+
+def write(df: pd.DataFrame, path: str | Path) -> Path:
+    """Validate and write atomically: a crash leaves the old file or the new one, never half of one."""
+    df = validate(df)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            df.to_csv(fh, index=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def paper() -> pd.DataFrame:
+    """The published numbers (PAPER.md), ``source = paper``; unknown cells are NA with a note."""
+    with resources.files("transmix").joinpath("paper.csv").open() as fh:
+        return read(fh)
+
+
+def collect(paths: Iterable[str | Path], include_paper: bool = True) -> pd.DataFrame:
+    """One study table: every per-run CSV, plus the published rows."""
+    parts = [read(p) for p in paths]
+    if include_paper:
+        parts.append(paper())
+    if not parts:
+        raise SchemaError("nothing to collect: no result files given")
+    return validate(pd.concat(parts, ignore_index=True))
+
+
+def git_sha(cwd: str | Path | None = None) -> str:
+    """The checkout's commit, ``-dirty`` when it has uncommitted changes; ``unknown`` outside git."""
+    where = Path(cwd) if cwd else Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

@@ -1,0 +1,36 @@
+rule evaluate:
+    """Top-1/top-5 of the raw and EMA weights on the full test split, as tidy rows."""
+    input:
+        "results/{study}/train/{run_id}/final.pt",
+    output:
+        "results/{study}/evaluate/{run_id}.csv",
+    params:
+        run=run_dir,
+    log:
+        "results/{study}/logs/evaluate/{run_id}.log",
+    threads: resource("evaluate", "threads")
+    resources:
+        mem_mb=resource("evaluate", "mem_mb"),
+        runtime=resource("evaluate", "runtime"),
+    conda:
+        "../../environment.yml"
+    shell:
+        "transmix evaluate --run {params.run:q} --out {output:q} --threads {threads} > {log} 2>&1"
+
+
+rule collect:
+    """One validated table for the study, with the published numbers beside ours."""
+    input:
+        evaluation_csvs,
+    output:
+        report("results/{study}/results.csv", caption="../report/results.rst", category="Tables"),
+    log:
+        "results/{study}/logs/collect.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../environment.yml"
+    shell:
+        "transmix collect --out {output:q} {input:q} > {log} 2>&1"

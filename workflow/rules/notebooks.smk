@@ -1,0 +1,22 @@
+rule notebook:
+    """Execute a notebook on the study's table with papermill, then render it to HTML."""
+    input:
+        table="results/{study}/results.csv",
+        notebook="notebooks/{name}.ipynb",
+    output:
+        ipynb="results/{study}/notebooks/{name}.ipynb",
+        html=report("results/{study}/notebooks/{name}.html", caption="../report/notebook.rst", category="Notebooks"),
+    params:
+        outdir="results/{study}/notebooks",
+    log:
+        "results/{study}/logs/notebooks/{name}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    conda:
+        "../../environment.yml"
+    shell:
+        "(papermill {input.notebook:q} {output.ipynb:q} --cwd . -p results_csv {input.table:q} "
+        "-p study {wildcards.study:q} "
+        "&& jupyter nbconvert --to html --output-dir {params.outdir:q} {output.ipynb:q}) > {log} 2>&1"

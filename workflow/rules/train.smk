@@ -1,0 +1,20 @@
+rule train:
+    """One training run; a checkpoint left by an interrupted job is resumed."""
+    input:
+        data_files(),
+    output:
+        final="results/{study}/train/{run_id}/final.pt",
+        history="results/{study}/train/{run_id}/history.jsonl",
+    params:
+        out=run_dir,
+        args=train_args,
+    log:
+        "results/{study}/logs/train/{run_id}.log",
+    threads: resource("train", "threads")
+    resources:
+        mem_mb=resource("train", "mem_mb"),
+        runtime=resource("train", "runtime"),
+    conda:
+        "../../environment.yml"
+    shell:
+        "transmix train --out {params.out:q} --threads {threads} --progress log {params.args} > {log} 2>&1"
