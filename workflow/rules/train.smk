@@ -3,8 +3,9 @@ rule train:
     input:
         data_files(),
     output:
-        final="results/{study}/train/{run_id}/final.pt",
-        history="results/{study}/train/{run_id}/history.jsonl",
+        # Only the file written last, atomically: a killed job leaves no output, so the next run simply starts
+        # the job again and `transmix train` resumes from the checkpoint beside it.
+        "results/{study}/train/{run_id}/final.pt",
     params:
         out=run_dir,
         args=train_args,
