@@ -1,0 +1,114 @@
+"""The Snakemake pipeline, for real: dry-run job lists, lint, config errors, and one smoke run end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from transmix.results import read
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = "vit_micro_patch4_28__transmix__s0"
+
+
+def workdir(tmp_path: Path) -> Path:
+    """A fresh copy of the pipeline (Snakefile, environment.yml, workflow/, notebooks/) with no outputs yet."""
+    dest = tmp_path / "repo"
+    dest.mkdir()
+    for name in ("Snakefile", "environment.yml"):
+        shutil.copy(REPO / name, dest)
+    for name in ("workflow", "notebooks"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    return dest
+
+
+def snakemake(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["snakemake", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "XDG_CACHE_HOME": str(cwd / ".cache")},
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run, as {rule: count}."""
+    table = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def test_dry_run_lists_the_default_study(tmp_path) -> None:
+    result = snakemake(workdir(tmp_path), "-n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert job_counts(out) == {"all": 1, "collect": 1, "data": 1, "evaluate": 6, "notebook": 1, "train": 6, "total": 16}
+    for method in ("deit", "transmix"):
+        for seed in range(3):
+            assert f"results/default/train/vit_micro_patch4_28__{method}__s{seed}/final.pt" in out
+
+
+def test_one_target_runs_only_its_jobs(tmp_path) -> None:
+    result = snakemake(workdir(tmp_path), "-n", f"results/default/evaluate/{RUN}.csv")
+    assert result.returncode == 0, result.stderr
+    assert job_counts(result.stdout + result.stderr) == {"data": 1, "evaluate": 1, "train": 1, "total": 3}
+
+
+def test_lint_is_clean() -> None:
+    result = snakemake(REPO, "--lint")
+    assert result.returncode == 0 and "Congratulations" in result.stdout + result.stderr, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace("  epochs: 1\n", "  epochs: 1\n  swich_prob: 0.8\n"), "did you mean `switch_prob`"),
+        (lambda t: t.replace("study: smoke", "study: smoke\nseed: 3"), "Additional properties are not allowed"),
+        (lambda t: t.replace("methods: [deit, transmix]", "methods: [deit, transmixx]"), "transmixx"),
+    ],
+)
+def test_bad_study_config_fails_before_any_job(tmp_path, edit, message) -> None:
+    cwd = workdir(tmp_path)
+    config = cwd / "workflow/config/smoke.yaml"
+    config.write_text(edit(config.read_text()))
+    result = snakemake(cwd, "-n", "--configfile", str(config))
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (cwd / "results").exists()
+
+
+@pytest.mark.slow
+def test_smoke_study_end_to_end(tmp_path) -> None:
+    cwd = workdir(tmp_path)
+    result = snakemake(cwd, "--cores", "2", "--configfile", "workflow/config/smoke.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    table = read(cwd / "results/smoke/results.csv")
+    ours = table[table.source == "ours"]
+    assert len(ours) == 6 * 2 * 2  # runs x {raw, ema} x {top1, top5}
+    assert set(ours.method) == {"deit", "transmix"} and set(ours.seed) == {0, 1, 2}
+    assert ours.config_hash.nunique() == 6 and (ours.study == "smoke").all()
+    assert (table.source == "paper").sum() > 0
+
+    notebook = json.loads((cwd / "results/smoke/notebooks/01_main_results.ipynb").read_text())
+    outputs = [o for cell in notebook["cells"] if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "the figure was rendered"
+    html = (cwd / "results/smoke/notebooks/01_main_results.html").read_text()
+    assert "transmix" in html and "DeiT-S" in html
+
+    again = snakemake(cwd, "--cores", "2", "--configfile", "workflow/config/smoke.yaml")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
