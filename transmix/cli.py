@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from transmix.data import DatasetMissing
     from transmix.results import SchemaError
-    from transmix.train import TrainingError
+    from transmix.train import PREEMPTED_EXIT, Preempted, TrainingError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
+    except Preempted as err:
+        print(f"transmix: preempted: {err}", file=sys.stderr)
+        return PREEMPTED_EXIT
     except config_mod.ConfigError as err:
         print(f"transmix: config error: {err}", file=sys.stderr)
         return 2

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from transmix.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +77,8 @@ def prepare_fashion_mnist(root: str | Path, source: str | Path | None = None, do
 
 
 def _gunzip_atomic(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out, gzip.open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(dst, "wb") as out, gzip.open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out)
 
 
 @dataclass(frozen=True)
@@ -122,20 +114,29 @@ def load_fashion_mnist(root: str | Path, train: bool) -> TensorDataset:
 
 
 def train_batches(
-    data: TensorDataset, batch_size: int, gen: torch.Generator, augment: bool = True, pad: int = 2
+    data: TensorDataset,
+    batch_size: int,
+    gen: torch.Generator,
+    order: torch.Tensor | None = None,
+    start: int = 0,
+    augment: bool = True,
+    pad: int = 2,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of shuffled full batches (the last partial batch is dropped, so mixing always pairs).
+    """One epoch of full batches in ``order`` (drawn from ``gen`` when not given), from batch ``start`` on.
 
-    Augmentation: random crop after ``pad`` pixels of zero-padding (in normalised units: background), and a
-    horizontal flip with probability 0.5, vectorised over the batch; all randomness from ``gen``.
+    The last partial batch is dropped, so mixing always pairs. Augmentation: random crop after ``pad`` pixels of
+    padding with the background value, and a horizontal flip with probability 0.5, vectorised over the batch;
+    all randomness comes from ``gen``, drawn batch by batch, so a run stopped after batch ``k`` continues exactly
+    when given the same ``order``, ``start=k`` and the generator state it had then.
     """
     n = len(data)
     if n < batch_size:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} training images; lower batch_size")
-    order = torch.randperm(n, generator=gen)
+    if order is None:
+        order = torch.randperm(n, generator=gen)
     background = (0.0 - MEAN) / STD
-    for start in range(0, n - batch_size + 1, batch_size):
-        idx = order[start : start + batch_size]
+    for first in range(start * batch_size, n - batch_size + 1, batch_size):
+        idx = order[first : first + batch_size]
         x, y = data.images[idx], data.labels[idx]
         if augment:
             b, _, h, w = x.shape

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.data.mixup import mixup_target
+from timm.data.mixup import one_hot
 
 Mode = Literal["none", "mixup", "cutmix"]
 Box = tuple[int, int, int, int]  # (y_low, y_high, x_low, x_high) of the pasted region, pixels, high exclusive
@@ -158,11 +158,19 @@ def transmix_lam(lam_area: float, lam_attn: torch.Tensor, area_weight: float) ->
     return area_weight * lam_area + (1.0 - area_weight) * lam_attn
 
 
-def soft_targets(labels: torch.Tensor, num_classes: int, lam: float | torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Label-smoothed one-hot targets of the batch mixed with its reverse; ``lam`` scalar or per sample.
+def soft_targets(
+    labels_a: torch.Tensor, labels_b: torch.Tensor, num_classes: int, lam: float | torch.Tensor, smoothing: float
+) -> torch.Tensor:
+    """Label-smoothed targets ``lam * y(labels_a) + (1 - lam) * y(labels_b)``; ``lam`` scalar or per sample.
 
-    Uses timm's ``mixup_target``, so the smoothing matches timm's Mixup exactly.
+    The partner labels are passed explicitly (rather than flipping ``labels_a``, as timm's ``mixup_target`` does)
+    so that a slice of a mixed batch, as one process of a distributed run trains on, keeps its true partners.
+    The smoothing values are timm's (``off = smoothing / num_classes``, ``on = 1 - smoothing + off``).
     """
+    off = smoothing / num_classes
+    on = 1.0 - smoothing + off
+    y_a = one_hot(labels_a, num_classes, on_value=on, off_value=off)
+    y_b = one_hot(labels_b, num_classes, on_value=on, off_value=off)
     if isinstance(lam, torch.Tensor):
-        lam = lam.to(labels.device).view(-1, 1)
-    return mixup_target(labels, num_classes, lam=lam, smoothing=smoothing)
+        lam = lam.to(y_a.device, y_a.dtype).view(-1, 1)
+    return y_a * lam + y_b * (1.0 - lam)

@@ -6,14 +6,14 @@ Published numbers live once, in ``paper.csv`` beside this module, in the same sc
 
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
 import pandas as pd
+
+from transmix.atomic import atomic_open
 
 COLUMNS: tuple[str, ...] = (
     "study",
@@ -110,19 +110,9 @@ def read(path: str | Path) -> pd.DataFrame:
 def write(df: pd.DataFrame, path: str | Path) -> Path:
     """Validate and write atomically: a crash leaves the old file or the new one, never half of one."""
     df = validate(df)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path, "w", newline="") as fh:
+        df.to_csv(fh, index=False)
+    return Path(path)
 
 
 def paper() -> pd.DataFrame:

@@ -1,9 +1,15 @@
-"""The training loop: one run directory per run, atomic checkpoints every epoch, automatic resume.
+"""The training loop: one run directory per run, atomic checkpoints, automatic resume, one or many processes.
 
 A run directory holds ``config.resolved.yaml`` (every hyperparameter as used, plus versions and git sha),
 ``history.jsonl`` (one JSON line per epoch), ``checkpoint.pt`` (everything needed to continue, including every
-RNG state) and, when training finished, ``final.pt`` (raw and EMA weights). Starting a run in a directory that
-holds a checkpoint of the same config continues it; the result equals an uninterrupted run.
+RNG state; the one before it is kept as ``checkpoint.prev.pt``) and, when training finished, ``final.pt`` (raw
+and EMA weights). Starting a run in a directory that holds a checkpoint of the same config continues it; the
+result equals an uninterrupted run. SIGTERM (preemption) saves a checkpoint at the next step boundary and exits
+with :data:`PREEMPTED_EXIT`, so that the job is retried and resumes mid-epoch.
+
+Under ``torchrun`` every process builds the same global batch (``batch_size`` per process times the number of
+processes) and mixes it, then trains on its own slice: N processes compute what one process would with the
+global batch. Only rank 0 writes files.
 
 Optimizer, scheduler, EMA and loss come from timm's factories. The method lives in :mod:`transmix.mixing` and
 :mod:`transmix.attention`; this loop only decides per batch whether the label is re-weighted.
@@ -16,24 +22,28 @@ import logging
 import math
 import os
 import platform
+import signal
 import sys
-import tempfile
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+import torch.distributed as dist
 import yaml
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from transmix import __version__
+from transmix.atomic import atomic_open
 from transmix.attention import ClassAttention
 from transmix.config import TrainConfig
 from transmix.data import TensorDataset, eval_batches, load_fashion_mnist, train_batches
@@ -43,20 +53,56 @@ from transmix.results import git_sha
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT, FINAL, HISTORY, RESOLVED = "checkpoint.pt", "final.pt", "history.jsonl", "config.resolved.yaml"
+CHECKPOINT, PREVIOUS, FINAL = "checkpoint.pt", "checkpoint.prev.pt", "final.pt"
+HISTORY, RESOLVED = "history.jsonl", "config.resolved.yaml"
+PREEMPTED_EXIT = 143  # 128 + SIGTERM: the job did not finish and should be run again
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a diverged loss, a run directory of another config); the message says why."""
 
 
-def resolve_device(name: str) -> torch.device:
+class Preempted(RuntimeError):  # noqa: N818 - a state, not a fault
+    """SIGTERM arrived; a checkpoint was written at a step boundary. Rerunning the same command resumes."""
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when run plainly)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device={name} asked for, but no CUDA device is available; use device=cpu or auto")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingError(f"device={name} asked for, but no CUDA device is available; use device=cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
     return device
+
+
+def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
+    """Join the ``torchrun`` process group when there is one (NCCL on GPUs, gloo on CPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world == 1:
+        return Dist(), device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 
 def autocast(device: torch.device, precision: str):
@@ -65,31 +111,59 @@ def autocast(device: torch.device, precision: str):
     return nullcontext()
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, rename: never a truncated file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
+    """``torch.save`` atomically; with ``keep_previous`` the file it replaces stays as ``checkpoint.prev.pt``."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
+        if keep_previous and path.exists():
+            os.replace(path, path.parent / PREVIOUS)
 
 
 def atomic_write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
+
+
+def load_checkpoint(out: Path, device: torch.device) -> dict[str, Any] | None:
+    """The newest checkpoint that loads, or ``None`` in a fresh directory.
+
+    A checkpoint that does not load (truncated by a full disk, a copy cut short) is moved aside as
+    ``checkpoint.corrupt.pt`` and the previous one is used, so nothing good is overwritten later.
+    """
+    for name in (CHECKPOINT, PREVIOUS):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            return torch.load(path, map_location=device, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - torch raises several types for a damaged file
+            log.warning("%s does not load (%s); keeping it as checkpoint.corrupt.pt", path, err)
+            if name == CHECKPOINT:
+                os.replace(path, out / "checkpoint.corrupt.pt")
+    if (out / "checkpoint.corrupt.pt").exists():
+        raise TrainingError(f"no loadable checkpoint in {out} (see checkpoint.corrupt.pt); delete the directory to "
+                            "start over")  # fmt: skip
+    return None
+
+
+@contextmanager
+def preemption_flag() -> Iterator[list[bool]]:
+    """``flag[0]`` turns true on SIGTERM; the loop checks it at step boundaries. Restores the old handler."""
+    flag = [False]
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.warning("received signal %d: saving a checkpoint at the next step boundary", signum)
+        flag[0] = True
+
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: no handler, no preemption support
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def load_data(cfg: TrainConfig) -> tuple[TensorDataset, TensorDataset]:
@@ -135,11 +209,17 @@ class StepOutput:
     loss: torch.Tensor
     mode: str
     lam_area: float
-    lam: torch.Tensor | None  # per-sample label weight used, for CutMix batches
+    lam: torch.Tensor | None  # per-sample label weight used, for re-weighted (TransMix CutMix) batches
 
 
 class Stepper:
-    """One training step of any method; shared by :func:`train` and ``transmix bench``."""
+    """One training step of any method; shared by :func:`train` and ``transmix bench``.
+
+    Args:
+        model: what the forward pass calls (possibly wrapped in DDP).
+        capture_model: the unwrapped model, where the attention hooks go (default: ``model``).
+        part: ``(rank, world)``: this process trains on slice ``rank`` of ``world`` of each mixed batch.
+    """
 
     def __init__(
         self,
@@ -149,18 +229,25 @@ class Stepper:
         num_classes: int,
         device: torch.device,
         image_size: tuple[int, int],
+        capture_model: nn.Module | None = None,
+        part: tuple[int, int] = (0, 1),
     ):
         self.cfg, self.model, self.optimizer, self.device = cfg, model, optimizer, device
         self.num_classes = num_classes
         self.spec = mix_spec(cfg.method, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.switch_prob, cfg.mix_prob)
-        self.capture = ClassAttention(model) if cfg.method == "transmix" else None
+        self.capture = ClassAttention(capture_model or model) if cfg.method == "transmix" else None
         self.image_size = image_size
+        self.part = part
         self.loss_fn = SoftTargetCrossEntropy()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> StepOutput:
         mixed = mix_batch(x, y, self.spec, gen)
-        images = mixed.images.to(self.device, non_blocking=True)
-        labels = mixed.labels_a.to(self.device, non_blocking=True)
+        rank, world = self.part
+        local = len(x) // world
+        mine = slice(rank * local, (rank + 1) * local)
+        images = mixed.images[mine].to(self.device, non_blocking=True)
+        labels_a = mixed.labels_a[mine].to(self.device, non_blocking=True)
+        labels_b = mixed.labels_b[mine].to(self.device, non_blocking=True)
         reweight = self.capture is not None and mixed.mode == "cutmix"
         if self.capture is not None:
             self.capture.enabled = reweight
@@ -171,7 +258,7 @@ class Stepper:
             assert self.capture.attn is not None and mixed.box is not None
             mask = box_mask(mixed.box, self.image_size, self.capture.grid, self.cfg.box_to_grid)
             lam = transmix_lam(mixed.lam_area, attention_lam(self.capture.attn, mask), self.cfg.area_weight)
-        targets = soft_targets(labels, self.num_classes, lam, self.cfg.label_smoothing)
+        targets = soft_targets(labels_a, labels_b, self.num_classes, lam, self.cfg.label_smoothing)
         loss = self.loss_fn(logits.float(), targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -191,12 +278,23 @@ def _environment(device: torch.device) -> dict[str, Any]:
     }
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, initial: int, desc: str, enabled: bool):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _reduce(loss: torch.Tensor, stop: bool, world: int) -> tuple[float, bool]:
+    """Mean loss over processes and whether any process was asked to stop: one collective per step."""
+    if world == 1:
+        return float(loss), stop
+    packed = torch.stack([loss.float().cpu() / world, torch.tensor(float(stop))])
+    if dist.get_backend() == "nccl":
+        packed = packed.to(loss.device)
+    dist.all_reduce(packed)
+    return float(packed[0]), bool(packed[1] > 0)
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, progress: bool | None = None) -> Path:
@@ -207,17 +305,34 @@ def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, 
         cfg: the run's config.
         out_dir: the run directory; a checkpoint of the same config there is resumed.
         stop_after: leave after this many epochs of this call (to fit a run into time-limited jobs).
-        progress: a progress bar; default: when stderr is a terminal.
+        progress: a progress bar; default: when stderr is a terminal (rank 0 only).
+
+    Raises:
+        Preempted: SIGTERM arrived; the checkpoint holds the state at a step boundary.
+        TrainingError: the loss diverged, or the directory belongs to another config.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    where, device = init_distributed(cfg.device)
+    try:
+        return _train(cfg, Path(out_dir), where, device, stop_after, progress)
+    finally:
+        if where.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(
+    cfg: TrainConfig, out: Path, where: Dist, device: torch.device, stop_after: int | None, progress: bool | None
+) -> Path:
+    main = where.is_main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     if progress is None:
         progress = sys.stderr.isatty()
-    device = resolve_device(cfg.device)
+    progress = progress and main
     train_set, val_set = load_data(cfg)
-    steps_per_epoch = len(train_set) // cfg.batch_size
+    global_batch = cfg.batch_size * where.world
+    steps_per_epoch = len(train_set) // global_batch
     if steps_per_epoch == 0:
-        raise TrainingError(f"batch_size={cfg.batch_size} exceeds the {len(train_set)} training images")
+        raise TrainingError(f"a global batch of {global_batch} exceeds the {len(train_set)} training images")
 
     torch.manual_seed(cfg.seed)  # weight init and stochastic depth (inside the model)
     gen = torch.Generator().manual_seed(cfg.seed)  # data order, augmentation, mixing
@@ -234,29 +349,63 @@ def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, 
         updates_per_epoch=steps_per_epoch,
     )
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
-    stepper = Stepper(cfg, model, optimizer, train_set.num_classes, device, tuple(train_set.images.shape[-2:]))
+    forward = DistributedDataParallel(model) if where.world > 1 else model
+    image_size = tuple(train_set.images.shape[-2:])
+    stepper = Stepper(cfg, forward, optimizer, train_set.num_classes, device, image_size, model,
+                      (where.rank, where.world))  # fmt: skip
 
-    epoch, updates, history = 0, 0, []
-    ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+    epoch, step, updates, history = 0, 0, 0, []
+    order: torch.Tensor | None = None
+    sums = {"loss": 0.0, "cutmix": 0, "lam_area": 0.0, "lam": 0.0, "seconds": 0.0}
+    state = load_checkpoint(out, device)
+    if state is not None:
         if state["config"] != cfg.to_dict():
-            diff = {k: (v, cfg.to_dict().get(k)) for k, v in state["config"].items() if cfg.to_dict().get(k) != v}
+            now = cfg.to_dict()
+            diff = {k: (v, now.get(k)) for k, v in state["config"].items() if now.get(k) != v}
             raise TrainingError(
-                f"{ckpt_path} belongs to a run with another config (checkpoint vs now: {diff}); "
+                f"{out / CHECKPOINT} belongs to a run with another config (checkpoint vs now: {diff}); "
                 "use another output directory, or delete the directory to start over"
             )
+        if state["world_size"] != where.world:
+            raise TrainingError(f"{out} was trained by {state['world_size']} process(es), not {where.world}; "
+                                "resume with the same number of processes")  # fmt: skip
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        epoch, updates, history = state["epoch"], state["updates"], state["history"]
+        epoch, step, updates, history = state["epoch"], state["step"], state["updates"], state["history"]
+        order, sums = state["order"], state["sums"]
         torch.set_rng_state(state["rng_torch"])
         gen.set_state(state["rng_gen"])
-        if device.type == "cuda" and "rng_cuda" in state:
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
-        log.info("resuming %s after epoch %d of %d", out, epoch, cfg.epochs)
+        log.info("resuming %s at epoch %d, step %d of %d", out, epoch + 1, step, steps_per_epoch)
+
+    def save() -> None:
+        if not main:
+            return
+        atomic_save(
+            {
+                "config": cfg.to_dict(),
+                "world_size": where.world,
+                "epoch": epoch,
+                "step": step,
+                "updates": updates,
+                "order": order,
+                "sums": sums,
+                "history": history,
+                "model": model.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng_torch": torch.get_rng_state(),
+                "rng_gen": gen.get_state(),
+                "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            },
+            out / CHECKPOINT,
+            keep_previous=True,
+        )
 
     resolved = {
         "run_id": out.name,
@@ -265,8 +414,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, 
         "effective": {
             "lr": cfg.lr,
             "lr_scaling": "none (lr used as given)",
-            "world_size": 1,
-            "global_batch_size": cfg.batch_size,
+            "world_size": where.world,
+            "batch_size_per_process": cfg.batch_size,
+            "global_batch_size": global_batch,
             "steps_per_epoch": steps_per_epoch,
             "total_steps": steps_per_epoch * cfg.epochs,
             "train_images": len(train_set),
@@ -279,100 +429,99 @@ def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, 
         },
         "environment": _environment(device),
     }
-    atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), out / RESOLVED)
-
+    if main:
+        atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), out / RESOLVED)
     if epoch >= cfg.epochs and (out / FINAL).exists():
         log.info("%s already finished", out)
         return out / FINAL
+
     model.train()
     done_now = 0
-    while epoch < cfg.epochs:
-        if stop_after is not None and done_now >= stop_after:
-            log.info("stopping after %d epoch(s) as asked; rerun to continue", done_now)
-            return ckpt_path
-        t0 = time.perf_counter()
-        sums = {"loss": 0.0, "cutmix": 0, "lam_area": 0.0, "lam": 0.0}
-        bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", progress)
-        log_every = max(1, steps_per_epoch // 4)
-        for step, (x, y) in enumerate(train_batches(train_set, cfg.batch_size, gen)):
-            result = stepper(x, y, gen)
-            loss = float(result.loss)
-            if not math.isfinite(loss):
-                raise TrainingError(
-                    f"loss is {loss} at epoch {epoch + 1}, step {step + 1}: training diverged. The last good "
-                    f"checkpoint ({ckpt_path if ckpt_path.exists() else 'none yet'}) is kept; lower lr (now {cfg.lr})"
-                )
-            updates += 1
-            scheduler.step_update(updates)
-            if ema is not None:
-                ema.update(model, step=updates)
-            sums["loss"] += loss
-            if result.mode == "cutmix":
-                sums["cutmix"] += 1
-                sums["lam_area"] += result.lam_area
-                sums["lam"] += float(result.lam.mean()) if result.lam is not None else result.lam_area
+    log_every = max(1, steps_per_epoch // 4)
+    with preemption_flag() as stop_flag:
+        while epoch < cfg.epochs:
+            if stop_after is not None and done_now >= stop_after:
+                log.info("stopping after %d epoch(s) as asked; rerun to continue", done_now)
+                return out / CHECKPOINT
+            if order is None:  # a new epoch (a resumed one keeps its order and position)
+                order = torch.randperm(len(train_set), generator=gen)
+                step, sums = 0, {"loss": 0.0, "cutmix": 0, "lam_area": 0.0, "lam": 0.0, "seconds": 0.0}
+            t0 = time.perf_counter()
+            bar = _progress(steps_per_epoch, step, f"epoch {epoch + 1}/{cfg.epochs}", progress)
+            stop = False
+            for x, y in train_batches(train_set, global_batch, gen, order=order, start=step):
+                result = stepper(x, y, gen)
+                loss, stop = _reduce(result.loss, stop_flag[0], where.world)
+                if not math.isfinite(loss):
+                    raise TrainingError(
+                        f"loss is {loss} at epoch {epoch + 1}, step {step + 1}: training diverged. The last good "
+                        f"checkpoint ({out / CHECKPOINT if (out / CHECKPOINT).exists() else 'none yet'}) is kept; "
+                        f"the learning rate at this step was {optimizer.param_groups[0]['lr']:.3g} (lr={cfg.lr}, "
+                        f"min_lr={cfg.min_lr}): lower it"
+                    )
+                step += 1
+                updates += 1
+                scheduler.step_update(updates)
+                if ema is not None:
+                    ema.update(model, step=updates)
+                sums["loss"] += loss
+                if result.mode == "cutmix":
+                    sums["cutmix"] += 1
+                    sums["lam_area"] += result.lam_area
+                    sums["lam"] += float(result.lam.mean()) if result.lam is not None else result.lam_area
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}")
+                elif main and step % log_every == 0:
+                    log.info("epoch %d/%d step %d/%d loss %.4f", epoch + 1, cfg.epochs, step, steps_per_epoch, loss)
+                if stop and step < steps_per_epoch:
+                    sums["seconds"] += time.perf_counter() - t0
+                    save()
+                    raise Preempted(f"stopped by SIGTERM at epoch {epoch + 1}, step {step}; {out / CHECKPOINT} "
+                                    "holds this state: run the same command again to continue")  # fmt: skip
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}")
-            elif (step + 1) % log_every == 0:
-                log.info("epoch %d/%d step %d/%d loss %.4f", epoch + 1, cfg.epochs, step + 1, steps_per_epoch, loss)
-        if bar is not None:
-            bar.close()
-        epoch += 1
-        seconds = time.perf_counter() - t0
-        acc = top_k(model, val_set, device, cfg.precision, ks=(1,))[1]
-        acc_ema = top_k(ema.module, val_set, device, cfg.precision, ks=(1,))[1] if ema is not None else None
-        n_cut = sums["cutmix"]
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": sums["loss"] / steps_per_epoch,
-                "lr": optimizer.param_groups[0]["lr"],
-                "val_top1": acc,
-                "val_top1_ema": acc_ema,
-                "cutmix_batches": n_cut,
-                "lam_area_mean": sums["lam_area"] / n_cut if n_cut else None,
-                "lam_label_mean": sums["lam"] / n_cut if n_cut else None,  # the label weight used on CutMix batches
-                "train_seconds": seconds,
-                "images_per_second": steps_per_epoch * cfg.batch_size / seconds,
-            }
-        )
-        state = {
-            "config": cfg.to_dict(),
-            "epoch": epoch,
-            "updates": updates,
-            "history": history,
-            "model": model.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng_torch": torch.get_rng_state(),
-            "rng_gen": gen.get_state(),
-        }
-        if device.type == "cuda":
-            state["rng_cuda"] = torch.cuda.get_rng_state(device)
-        atomic_save(state, ckpt_path)
-        atomic_write_text("".join(json.dumps(h) + "\n" for h in history), out / HISTORY)
-        ema_txt = f" (EMA {acc_ema:.2f})" if acc_ema is not None else ""
-        log.info(
-            "epoch %d/%d loss %.4f val top-1 %.2f%s, %.0f img/s",
-            epoch,
-            cfg.epochs,
-            history[-1]["train_loss"],
-            acc,
-            ema_txt,
-            history[-1]["images_per_second"],
-        )
-        done_now += 1
+                bar.close()
+            epoch += 1
+            sums["seconds"] += time.perf_counter() - t0
+            if main:
+                acc = top_k(model, val_set, device, cfg.precision, ks=(1,))[1]
+                acc_ema = top_k(ema.module, val_set, device, cfg.precision, ks=(1,))[1] if ema is not None else None
+                n_cut = sums["cutmix"]
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "train_loss": sums["loss"] / steps_per_epoch,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "val_top1": acc,
+                        "val_top1_ema": acc_ema,
+                        "cutmix_batches": n_cut,
+                        "lam_area_mean": sums["lam_area"] / n_cut if n_cut else None,
+                        "lam_label_mean": sums["lam"] / n_cut if n_cut else None,  # label weight on CutMix batches
+                        "train_seconds": sums["seconds"],
+                        "images_per_second": steps_per_epoch * global_batch / sums["seconds"],
+                    }
+                )
+            order, step = None, 0
+            save()
+            if main:
+                atomic_write_text("".join(json.dumps(h) + "\n" for h in history), out / HISTORY)
+                ema_txt = f" (EMA {history[-1]['val_top1_ema']:.2f})" if ema is not None else ""
+                log.info("epoch %d/%d loss %.4f val top-1 %.2f%s, %.0f img/s", epoch, cfg.epochs,
+                         history[-1]["train_loss"], history[-1]["val_top1"], ema_txt,
+                         history[-1]["images_per_second"])  # fmt: skip
+            done_now += 1
+            if stop and epoch < cfg.epochs:
+                raise Preempted(f"stopped by SIGTERM after epoch {epoch}; run the same command again to continue")
 
-    final = {
-        "config": cfg.to_dict(),
-        "config_hash": cfg.hash(),
-        "git_sha": resolved["environment"]["git_sha"],
-        "package_version": __version__,
-        "epochs": epoch,
-        "model": model.state_dict(),
-        "ema": ema.module.state_dict() if ema is not None else None,
-    }
-    atomic_save(final, out / FINAL)
+    if main:
+        final = {
+            "config": cfg.to_dict(),
+            "config_hash": cfg.hash(),
+            "git_sha": resolved["environment"]["git_sha"],
+            "package_version": __version__,
+            "epochs": epoch,
+            "model": model.state_dict(),
+            "ema": ema.module.state_dict() if ema is not None else None,
+        }
+        atomic_save(final, out / FINAL)
     return out / FINAL

@@ -80,9 +80,8 @@ def test_targets_equal_the_release_rule(seed: int) -> None:
     lam = float(torch.rand((), generator=gen))
     box = rand_box(28, 28, lam, gen)
     lam_area = 1 - (box[1] - box[0]) * (box[3] - box[2]) / 784
-    ours = soft_targets(
-        labels, classes, transmix_lam(lam_area, attention_lam(attn, box_mask(box, (28, 28), (7, 7))), 0.5), smoothing
-    )
+    lam = transmix_lam(lam_area, attention_lam(attn, box_mask(box, (28, 28), (7, 7))), 0.5)
+    ours = soft_targets(labels, labels.flip(0), classes, lam, smoothing)
     off = smoothing / classes
     y1 = torch.full((batch, classes), off).scatter_(1, labels[:, None], 1 - smoothing + off)
     y2 = y1.flip(0)
@@ -93,11 +92,15 @@ def test_targets_are_distributions() -> None:
     gen = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 10, (16,), generator=gen)
     lam = torch.rand(16, generator=gen)
-    targets = soft_targets(labels, 10, lam, 0.1)
+    targets = soft_targets(labels, labels.flip(0), 10, lam, 0.1)
     assert torch.allclose(targets.sum(1), torch.ones(16))
     assert (targets >= 0).all()
     # lam is the weight of the original label: with lam = 1 and no smoothing it is the one-hot of labels.
-    assert torch.equal(soft_targets(labels, 10, 1.0, 0.0).argmax(1), labels)
+    assert torch.equal(soft_targets(labels, labels.flip(0), 10, 1.0, 0.0).argmax(1), labels)
+    # the same as timm's mixup_target, which pairs each sample with the batch reversed
+    from timm.data.mixup import mixup_target
+
+    assert torch.allclose(soft_targets(labels, labels.flip(0), 10, 0.3, 0.1), mixup_target(labels, 10, 0.3, 0.1))
 
 
 def test_only_cutmix_batches_change_the_image_region_and_lam_is_area() -> None:
