@@ -41,7 +41,15 @@ def run_dir(wildcards):
 
 
 def resource(rule_name, key):
-    return config["resources"][rule_name][key]
+    defaults = {"gpus": 0}
+    return config["resources"][rule_name].get(key, defaults.get(key))
+
+
+def train_launcher(wildcards, resources):
+    """`transmix` for one process; `torchrun` with one process per GPU when a job has more than one."""
+    if resources.gpu > 1:
+        return f"torchrun --standalone --nproc_per_node {int(resources.gpu)} -m transmix.cli"
+    return "transmix"
 
 
 def train_args(wildcards):

@@ -12,6 +12,7 @@ rule evaluate:
     resources:
         mem_mb=resource("evaluate", "mem_mb"),
         runtime=resource("evaluate", "runtime"),
+        gpu=resource("evaluate", "gpus"),
     conda:
         "../../environment.yml"
     shell:

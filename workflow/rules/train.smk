@@ -1,5 +1,5 @@
 rule train:
-    """One training run; a checkpoint left by an interrupted job is resumed."""
+    """One training run; a checkpoint left by an interrupted job is resumed. More than one GPU: torchrun (DDP)."""
     input:
         data_files(),
     output:
@@ -7,6 +7,7 @@ rule train:
         # the job again and `transmix train` resumes from the checkpoint beside it.
         "results/{study}/train/{run_id}/final.pt",
     params:
+        launcher=train_launcher,
         out=run_dir,
         args=train_args,
     log:
@@ -15,7 +16,8 @@ rule train:
     resources:
         mem_mb=resource("train", "mem_mb"),
         runtime=resource("train", "runtime"),
+        gpu=resource("train", "gpus"),
     conda:
         "../../environment.yml"
     shell:
-        "transmix train --out {params.out:q} --threads {threads} --progress log {params.args} > {log} 2>&1"
+        "{params.launcher} train --out {params.out:q} --threads {threads} --progress log {params.args} > {log} 2>&1"
