@@ -24,6 +24,8 @@ COLUMNS: tuple[str, ...] = (
     "seed",
     "epochs",
     "suite",
+    "setting",
+    "level",
     "variant",
     "metric",
     "value",
@@ -34,9 +36,13 @@ COLUMNS: tuple[str, ...] = (
     "git_sha",
     "package_version",
 )
-KEY: tuple[str, ...] = ("study", "run_id", "suite", "variant", "metric", "source")
+KEY: tuple[str, ...] = ("study", "run_id", "suite", "setting", "level", "variant", "metric", "source")
+# A suite's protocol point: `setting` names it (a corruption, an attack), `level` measures it (a drop ratio, a grid
+# size, an epsilon, a severity). Rows without one (clean accuracy) leave them empty.
+OPTIONAL = {"setting": "", "level": float("nan")}
 SOURCES = ("ours", "paper")
 _TEXT = (
+    "setting",
     "study",
     "run_id",
     "dataset",
@@ -68,6 +74,7 @@ def validate(df: pd.DataFrame) -> pd.DataFrame:
     Raises:
         SchemaError: naming the first problem found.
     """
+    df = df.assign(**{c: v for c, v in OPTIONAL.items() if c not in df.columns})
     missing = [c for c in COLUMNS if c not in df.columns]
     extra = [c for c in df.columns if c not in COLUMNS]
     if missing or extra:
@@ -81,6 +88,8 @@ def validate(df: pd.DataFrame) -> pd.DataFrame:
         if empty.any():
             raise SchemaError(f"column {col} is empty in {int(empty.sum())} row(s), e.g. {df[empty].iloc[0].to_dict()}")
     df["value"] = pd.to_numeric(df["value"], errors="raise").astype(float)
+    df["level"] = pd.to_numeric(df["level"], errors="raise").astype(float)
+    df["setting"] = df["setting"].astype("string").fillna("")
     ours = df["source"] == "ours"
     if df.loc[ours, "value"].isna().any():
         raise SchemaError("a measured (source=ours) row has no value")

@@ -67,3 +67,18 @@ def test_published_numbers() -> None:
     assert imagenet[("DeiT-S", "transmix")] == 80.7 and imagenet[("DeiT-S", "deit")] == 79.8
     assert imagenet[("DeiT-B", "transmix")] == 82.4
     assert pd.isna(imagenet[("DeiT-T", "transmix")]), "unconfirmed cells stay NA"
+
+
+def test_protocol_points_are_part_of_the_key() -> None:
+    rows = [row(suite="occlusion", level=0.5), row(suite="occlusion", level=0.9), row(suite="occlusion", level=0.9)]
+    with pytest.raises(SchemaError, match="share a key"):
+        validate(pd.DataFrame(rows))
+    df = validate(pd.DataFrame(rows[:2]))
+    assert df["level"].tolist() == [0.5, 0.9] and df["setting"].tolist() == ["", ""]
+
+
+def test_tables_without_protocol_columns_still_read(tmp_path) -> None:
+    # per-run clean-accuracy tables carry no protocol point; both columns take their empty defaults
+    pd.DataFrame([row()]).to_csv(tmp_path / "old.csv", index=False)
+    df = read(tmp_path / "old.csv")
+    assert df["setting"].iloc[0] == "" and pd.isna(df["level"].iloc[0])
