@@ -266,13 +266,13 @@ class Stepper:
         return StepOutput(loss.detach(), mixed.mode, mixed.lam_area, lam if reweight else None)
 
 
-def _environment(device: torch.device) -> dict[str, Any]:
+def _environment(device: torch.device, sha: str) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "torch": str(torch.__version__),
         "timm": str(timm.__version__),
         "transmix": __version__,
-        "git_sha": git_sha(),
+        "git_sha": sha,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch_threads": torch.get_num_threads(),
     }
@@ -357,6 +357,8 @@ def _train(
     epoch, step, updates, history = 0, 0, 0, []
     order: torch.Tensor | None = None
     sums = {"loss": 0.0, "cutmix": 0, "lam_area": 0.0, "lam": 0.0, "seconds": 0.0}
+    now_sha = git_sha()
+    started_sha = now_sha  # the code that started the run; a resume under other code is recorded beside it
     state = load_checkpoint(out, device)
     if state is not None:
         if state["config"] != cfg.to_dict():
@@ -366,7 +368,7 @@ def _train(
                 f"{out / CHECKPOINT} belongs to a run with another config (checkpoint vs now: {diff}); "
                 "use another output directory, or delete the directory to start over"
             )
-        if state["world_size"] != where.world:
+        if state.get("world_size", 1) != where.world:
             raise TrainingError(f"{out} was trained by {state['world_size']} process(es), not {where.world}; "
                                 "resume with the same number of processes")  # fmt: skip
         model.load_state_dict(state["model"])
@@ -374,8 +376,9 @@ def _train(
         scheduler.load_state_dict(state["scheduler"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        epoch, step, updates, history = state["epoch"], state["step"], state["updates"], state["history"]
-        order, sums = state["order"], state["sums"]
+        epoch, updates, history = state["epoch"], state["updates"], state["history"]
+        step, order, sums = state.get("step", 0), state.get("order"), state.get("sums", sums)  # absent before 0.1.1
+        started_sha = state.get("git_sha", started_sha)
         torch.set_rng_state(state["rng_torch"])
         gen.set_state(state["rng_gen"])
         if device.type == "cuda" and state.get("rng_cuda") is not None:
@@ -388,6 +391,7 @@ def _train(
         atomic_save(
             {
                 "config": cfg.to_dict(),
+                "git_sha": started_sha,
                 "world_size": where.world,
                 "epoch": epoch,
                 "step": step,
@@ -427,8 +431,10 @@ def _train(
             "scheduler": type(scheduler).__name__,
             "ema": ema is not None,
         },
-        "environment": _environment(device),
+        "environment": _environment(device, now_sha),
     }
+    if now_sha != started_sha:
+        log.warning("run started at git %s, continues at %s: final.pt records both", started_sha, now_sha)
     if main:
         atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), out / RESOLVED)
     if epoch >= cfg.epochs and (out / FINAL).exists():
@@ -517,7 +523,7 @@ def _train(
         final = {
             "config": cfg.to_dict(),
             "config_hash": cfg.hash(),
-            "git_sha": resolved["environment"]["git_sha"],
+            "git_sha": started_sha if started_sha == now_sha else f"{started_sha}+{now_sha}",
             "package_version": __version__,
             "epochs": epoch,
             "model": model.state_dict(),
