@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,17 +14,6 @@ from transmix.results import read
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = "vit_micro_patch4_28__transmix__s0"
-
-
-def workdir(tmp_path: Path) -> Path:
-    """A fresh copy of the pipeline (Snakefile, environment.yml, workflow/, notebooks/) with no outputs yet."""
-    dest = tmp_path / "repo"
-    dest.mkdir()
-    for name in ("Snakefile", "environment.yml"):
-        shutil.copy(REPO / name, dest)
-    for name in ("workflow", "notebooks"):
-        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    return dest
 
 
 def snakemake(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -51,8 +39,8 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def test_dry_run_lists_the_default_study(tmp_path) -> None:
-    result = snakemake(workdir(tmp_path), "-n")
+def test_dry_run_lists_the_default_study(pipeline) -> None:
+    result = snakemake(pipeline, "-n")
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
     assert job_counts(out) == {"all": 1, "collect": 1, "data": 1, "evaluate": 6, "notebook": 1, "train": 6, "total": 16}
@@ -61,8 +49,8 @@ def test_dry_run_lists_the_default_study(tmp_path) -> None:
             assert f"results/default/train/vit_micro_patch4_28__{method}__s{seed}/final.pt" in out
 
 
-def test_one_target_runs_only_its_jobs(tmp_path) -> None:
-    result = snakemake(workdir(tmp_path), "-n", f"results/default/evaluate/{RUN}.csv")
+def test_one_target_runs_only_its_jobs(pipeline) -> None:
+    result = snakemake(pipeline, "-n", f"results/default/evaluate/{RUN}.csv")
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout + result.stderr) == {"data": 1, "evaluate": 1, "train": 1, "total": 3}
 
@@ -80,8 +68,8 @@ def test_lint_is_clean() -> None:
         (lambda t: t.replace("methods: [deit, transmix]", "methods: [deit, transmixx]"), "transmixx"),
     ],
 )
-def test_bad_study_config_fails_before_any_job(tmp_path, edit, message) -> None:
-    cwd = workdir(tmp_path)
+def test_bad_study_config_fails_before_any_job(pipeline, edit, message) -> None:
+    cwd = pipeline
     config = cwd / "workflow/config/smoke.yaml"
     config.write_text(edit(config.read_text()))
     result = snakemake(cwd, "-n", "--configfile", str(config))
@@ -91,8 +79,8 @@ def test_bad_study_config_fails_before_any_job(tmp_path, edit, message) -> None:
 
 
 @pytest.mark.slow
-def test_smoke_study_end_to_end(tmp_path) -> None:
-    cwd = workdir(tmp_path)
+def test_smoke_study_end_to_end(pipeline) -> None:
+    cwd = pipeline
     result = snakemake(cwd, "--cores", "2", "--configfile", "workflow/config/smoke.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -112,3 +100,19 @@ def test_smoke_study_end_to_end(tmp_path) -> None:
 
     again = snakemake(cwd, "--cores", "2", "--configfile", "workflow/config/smoke.yaml")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_multi_gpu_jobs_use_torchrun_and_config_values_reach_the_shell_quoted(pipeline) -> None:
+    config = pipeline / "workflow/config/smoke.yaml"
+    text = config.read_text().replace("train: {threads: 1, mem_mb: 2000, runtime: 10}", "train: {threads: 1, "
+                                      "mem_mb: 2000, runtime: 10, gpus: 2}")  # fmt: skip
+    config.write_text(text.replace("data_dir: data", 'data_dir: "da ta; touch pwned"'))
+    dry = snakemake(pipeline, "-n", "-p", "--configfile", str(config))
+    assert dry.returncode == 0, dry.stderr
+    out = dry.stdout + dry.stderr
+    assert "torchrun --standalone --nproc_per_node 2 -m transmix.cli train --out" in out
+    assert "--set 'data_dir=da ta; touch pwned'" in out
+    target = "da ta; touch pwned/FashionMNIST/raw/train-images-idx3-ubyte"
+    real = snakemake(pipeline, "--cores", "1", target, "--configfile", str(config))
+    assert real.returncode == 0, real.stderr
+    assert (pipeline / target).is_file() and not (pipeline / "pwned").exists()

@@ -13,4 +13,4 @@ rule data:
     conda:
         "../../environment.yml"
     shell:
-        "transmix data --root {params.root:q} > {log} 2>&1"
+        "transmix data --root {params.root:q} > {log:q} 2>&1"

@@ -16,7 +16,7 @@ rule evaluate:
     conda:
         "../../environment.yml"
     shell:
-        "transmix evaluate --run {params.run:q} --out {output:q} --threads {threads} > {log} 2>&1"
+        "transmix evaluate --run {params.run:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule collect:
@@ -34,4 +34,4 @@ rule collect:
     conda:
         "../../environment.yml"
     shell:
-        "transmix collect --out {output:q} {input:q} > {log} 2>&1"
+        "transmix collect --out {output:q} {input:q} > {log:q} 2>&1"

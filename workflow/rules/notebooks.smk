@@ -19,4 +19,4 @@ rule notebook:
     shell:
         "(papermill {input.notebook:q} {output.ipynb:q} --cwd . -p results_csv {input.table:q} "
         "-p study {wildcards.study:q} "
-        "&& jupyter nbconvert --to html --output-dir {params.outdir:q} {output.ipynb:q}) > {log} 2>&1"
+        "&& jupyter nbconvert --to html --output-dir {params.outdir:q} {output.ipynb:q}) > {log:q} 2>&1"

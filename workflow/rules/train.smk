@@ -20,4 +20,4 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} train --out {params.out:q} --threads {threads} --progress log {params.args} > {log} 2>&1"
+        "{params.launcher} train --out {params.out:q} --threads {threads} --progress log {params.args} > {log:q} 2>&1"
