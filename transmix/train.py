@@ -7,9 +7,12 @@ and EMA weights). Starting a run in a directory that holds a checkpoint of the s
 result equals an uninterrupted run. SIGTERM (preemption) saves a checkpoint at the next step boundary and exits
 with :data:`PREEMPTED_EXIT`, so that the job is retried and resumes mid-epoch.
 
-Under ``torchrun`` every process builds the same global batch (``batch_size`` per process times the number of
-processes) and mixes it, then trains on its own slice: N processes compute what one process would with the
-global batch. Only rank 0 writes files.
+Under ``torchrun`` with the in-memory dataset every process builds the same global batch (``batch_size`` per
+process times the number of processes) and mixes it, then trains on its own slice: N processes compute what one
+process would with the global batch. With ``dataset=imagefolder`` each process loads its own shard and mixes its
+local batch, as timm and the official code do (see :class:`transmix.data.ImageFolderSplit`). The loop is the same
+for both: the dataset object says which (``global_batches``) and hands out each epoch's batches. Only rank 0
+writes files.
 
 Optimizer, scheduler, EMA and loss come from timm's factories. The method lives in :mod:`transmix.mixing` and
 :mod:`transmix.attention`; this loop only decides per batch whether the label is re-weighted.
@@ -46,7 +49,7 @@ from transmix import __version__
 from transmix.atomic import atomic_open
 from transmix.attention import ClassAttention
 from transmix.config import TrainConfig
-from transmix.data import TensorDataset, eval_batches, load_fashion_mnist, train_batches
+from transmix.data import CorruptImage, ImageFolderSplit, TensorDataset, load_split
 from transmix.mixing import attention_lam, box_mask, mix_batch, mix_spec, soft_targets, transmix_lam
 from transmix.models import create_model
 from transmix.results import git_sha
@@ -166,14 +169,16 @@ def preemption_flag() -> Iterator[list[bool]]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def load_data(cfg: TrainConfig) -> tuple[TensorDataset, TensorDataset]:
-    train = load_fashion_mnist(cfg.data_dir, train=True).head(cfg.train_subset)
-    val = load_fashion_mnist(cfg.data_dir, train=False).head(cfg.val_subset)
-    return train, val
+Data = TensorDataset | ImageFolderSplit  # what the loop trains and evaluates on; the interface is in transmix.data
 
 
-def build_model(cfg: TrainConfig, data: TensorDataset) -> nn.Module:
-    _, chans, height, _ = data.images.shape
+def load_data(cfg: TrainConfig) -> tuple[Data, Data]:
+    """The training split and the split evaluated (Fashion-MNIST's test split, or ``val/``)."""
+    return load_split(cfg, train=True), load_split(cfg, train=False)
+
+
+def build_model(cfg: TrainConfig, data: Data) -> nn.Module:
+    chans, height, _ = data.image_shape
     return create_model(
         cfg.model, num_classes=data.num_classes, in_chans=chans, img_size=height, drop_path=cfg.drop_path
     )
@@ -182,7 +187,7 @@ def build_model(cfg: TrainConfig, data: TensorDataset) -> nn.Module:
 @torch.no_grad()
 def top_k(
     model: nn.Module,
-    data: TensorDataset,
+    data: Data,
     device: torch.device,
     precision: str = "fp32",
     batch_size: int = 500,
@@ -192,11 +197,11 @@ def top_k(
     was_training = model.training
     model.eval()
     correct = dict.fromkeys(ks, 0)
-    for x, y in eval_batches(data, batch_size):
+    for x, y in data.eval_batches(batch_size):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, precision):
             logits = model(x)
-        ranked = logits.float().topk(max(ks), dim=1).indices
+        ranked = logits.float().topk(min(max(ks), logits.shape[1]), dim=1).indices  # top-5 of 3 classes: all
         hits = ranked == y[:, None]
         for k in ks:
             correct[k] += int(hits[:, :k].any(dim=1).sum())
@@ -218,7 +223,8 @@ class Stepper:
     Args:
         model: what the forward pass calls (possibly wrapped in DDP).
         capture_model: the unwrapped model, where the attention hooks go (default: ``model``).
-        part: ``(rank, world)``: this process trains on slice ``rank`` of ``world`` of each mixed batch.
+        part: ``(rank, world)``: this process trains on slice ``rank`` of ``world`` of each mixed batch; ``(0, 1)``
+            (all of it) when each process is given its own local batch.
     """
 
     def __init__(
@@ -242,12 +248,7 @@ class Stepper:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> StepOutput:
         mixed = mix_batch(x, y, self.spec, gen)
-        rank, world = self.part
-        local = len(x) // world
-        mine = slice(rank * local, (rank + 1) * local)
-        images = mixed.images[mine].to(self.device, non_blocking=True)
-        labels_a = mixed.labels_a[mine].to(self.device, non_blocking=True)
-        labels_b = mixed.labels_b[mine].to(self.device, non_blocking=True)
+        images, labels_a, labels_b = (self._mine(t) for t in (mixed.images, mixed.labels_a, mixed.labels_b))
         reweight = self.capture is not None and mixed.mode == "cutmix"
         if self.capture is not None:
             self.capture.enabled = reweight
@@ -264,6 +265,12 @@ class Stepper:
         loss.backward()
         self.optimizer.step()
         return StepOutput(loss.detach(), mixed.mode, mixed.lam_area, lam if reweight else None)
+
+    def _mine(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's slice of a mixed batch (all of it for ``part=(0, 1)``), on the device."""
+        rank, world = self.part
+        local = len(batch) // world
+        return batch[rank * local : (rank + 1) * local].to(self.device, non_blocking=True)
 
 
 def _environment(device: torch.device, sha: str) -> dict[str, Any]:
@@ -309,11 +316,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, 
 
     Raises:
         Preempted: SIGTERM arrived; the checkpoint holds the state at a step boundary.
-        TrainingError: the loss diverged, or the directory belongs to another config.
+        TrainingError: the loss diverged, an image does not decode, or the directory belongs to another config.
     """
     where, device = init_distributed(cfg.device)
     try:
         return _train(cfg, Path(out_dir), where, device, stop_after, progress)
+    except CorruptImage as err:  # never skipped: training on a substitute image would be silent data corruption
+        checkpoint = Path(out_dir) / CHECKPOINT
+        raise TrainingError(
+            f"corrupt training image, training stopped: {err}. The last good checkpoint "
+            f"({checkpoint if checkpoint.exists() else 'none yet'}) is kept; replace or remove the file "
+            f"(`transmix data --check --root {cfg.data_dir}` lists every bad one) and run the same command again"
+        ) from None
     finally:
         if where.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
@@ -330,12 +344,12 @@ def _train(
     progress = progress and main
     train_set, val_set = load_data(cfg)
     global_batch = cfg.batch_size * where.world
-    steps_per_epoch = len(train_set) // global_batch
+    steps_per_epoch = len(train_set) // where.world // cfg.batch_size  # = len // global_batch; a shard's batches
     if steps_per_epoch == 0:
         raise TrainingError(f"a global batch of {global_batch} exceeds the {len(train_set)} training images")
 
     torch.manual_seed(cfg.seed)  # weight init and stochastic depth (inside the model)
-    gen = torch.Generator().manual_seed(cfg.seed)  # data order, augmentation, mixing
+    gen = torch.Generator().manual_seed(cfg.seed)  # mixing; in memory also data order and augmentation
     model = build_model(cfg, train_set).to(device)
     optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler, _ = create_scheduler_v2(
@@ -350,9 +364,10 @@ def _train(
     )
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
     forward = DistributedDataParallel(model) if where.world > 1 else model
-    image_size = tuple(train_set.images.shape[-2:])
+    image_size = train_set.image_shape[-2:]
+    part = (where.rank, where.world)
     stepper = Stepper(cfg, forward, optimizer, train_set.num_classes, device, image_size, model,
-                      (where.rank, where.world))  # fmt: skip
+                      part if train_set.global_batches else (0, 1))  # fmt: skip
 
     epoch, step, updates, history = 0, 0, 0, []
     order: torch.Tensor | None = None
@@ -361,9 +376,11 @@ def _train(
     started_sha = now_sha  # the code that started the run; a resume under other code is recorded beside it
     state = load_checkpoint(out, device)
     if state is not None:
-        if state["config"] != cfg.to_dict():
+        # A key added since the checkpoint was written takes its default, which reproduces what the run did.
+        saved = {**TrainConfig().to_dict(), **state["config"]}
+        if saved != cfg.to_dict():
             now = cfg.to_dict()
-            diff = {k: (v, now.get(k)) for k, v in state["config"].items() if now.get(k) != v}
+            diff = {k: (v, now.get(k)) for k, v in saved.items() if now.get(k) != v}
             raise TrainingError(
                 f"{out / CHECKPOINT} belongs to a run with another config (checkpoint vs now: {diff}); "
                 "use another output directory, or delete the directory to start over"
@@ -422,6 +439,7 @@ def _train(
             "batch_size_per_process": cfg.batch_size,
             "global_batch_size": global_batch,
             "steps_per_epoch": steps_per_epoch,
+            "mixing": "global batch, sliced per process" if train_set.global_batches else "each process's batch",
             "total_steps": steps_per_epoch * cfg.epochs,
             "train_images": len(train_set),
             "val_images": len(val_set),
@@ -449,13 +467,13 @@ def _train(
             if stop_after is not None and done_now >= stop_after:
                 log.info("stopping after %d epoch(s) as asked; rerun to continue", done_now)
                 return out / CHECKPOINT
-            if order is None:  # a new epoch (a resumed one keeps its order and position)
-                order = torch.randperm(len(train_set), generator=gen)
-                step, sums = 0, {"loss": 0.0, "cutmix": 0, "lam_area": 0.0, "lam": 0.0, "seconds": 0.0}
+            if step == 0:  # a new epoch (a resumed one keeps its order and position)
+                order = train_set.epoch_order(gen)  # in memory: a permutation from gen; imagefolder: None
+                sums = {"loss": 0.0, "cutmix": 0, "lam_area": 0.0, "lam": 0.0, "seconds": 0.0}
             t0 = time.perf_counter()
             bar = _progress(steps_per_epoch, step, f"epoch {epoch + 1}/{cfg.epochs}", progress)
             stop = False
-            for x, y in train_batches(train_set, global_batch, gen, order=order, start=step):
+            for x, y in train_set.batches(cfg.batch_size, part, epoch, order, step, gen):
                 result = stepper(x, y, gen)
                 loss, stop = _reduce(result.loss, stop_flag[0], where.world)
                 if not math.isfinite(loss):

@@ -116,3 +116,30 @@ def test_multi_gpu_jobs_use_torchrun_and_config_values_reach_the_shell_quoted(pi
     real = snakemake(pipeline, "--cores", "1", target, "--configfile", str(config))
     assert real.returncode == 0, real.stderr
     assert (pipeline / target).is_file() and not (pipeline / "pwned").exists()
+
+
+IMAGENET_MODELS = (
+    *(f"deit_{size}_patch16_224" for size in ("tiny", "small", "base")),
+    "cait_xxs24_224",
+    "cait_s24_224",
+    *(f"xcit_{size}_p16_224" for size in ("tiny_12", "small_12", "medium_24", "large_24")),
+    *(f"swin_{size}_patch4_window7_224" for size in ("tiny", "small", "base")),
+    *(f"pvt_v2_b{i}" for i in (1, 2, 3, 4)),
+)
+
+
+def test_dry_run_of_the_imagenet_study_needs_no_data(pipeline) -> None:
+    result = snakemake(pipeline, "-n", "-p", "--configfile", "workflow/config/imagenet.yaml")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    runs = len(IMAGENET_MODELS) * 2
+    assert job_counts(out) == {"all": 1, "collect": 1, "data": 1, "evaluate": runs, "notebook": 1, "train": runs,
+                               "total": 2 * runs + 4}  # fmt: skip
+    trained = set(re.findall(r"results/imagenet/train/(\S+)/final\.pt", out))
+    assert trained == {f"{model}__{method}__s0" for model in IMAGENET_MODELS for method in ("deit", "transmix")}
+    assert "transmix data --check --root /path/to/imagenet" in out  # the data job checks; nothing is read now
+    command = {model: line for line in out.splitlines() for model in ("deit_small", "deit_base")
+               if f"train --out results/imagenet/train/{model}_patch16_224__" in line}  # fmt: skip
+    for model, values in (("deit_small", "0.03 20 0.5"), ("deit_base", "0.05 5 0.8")):  # per-model overrides
+        for key, value in zip(("weight_decay", "warmup_epochs", "switch_prob"), values.split(), strict=True):
+            assert f"--set {key}={value} " in command[model], (model, key)

@@ -7,11 +7,23 @@ from transmix.config import TrainConfig, from_dict
 from transmix.data import FILES
 
 STUDY = config["study"]
+OVERRIDES = config.get("overrides", {})  # {model: {key: value}}: per-model settings over `train`
 RUN_ID = re.compile(r"^(?P<model>[A-Za-z0-9_.]+?)__(?P<method>[a-z]+)__s(?P<seed>\d+)$")
 NOTEBOOKS = ["01_main_results"]
 
-# Fail at parse time, naming the key, instead of in every training job.
-from_dict({**config["train"], "study": STUDY})
+
+def check_train_settings():
+    """Fail at parse time, naming the key, instead of in every training job; an override of a model that is not
+    in `models` (a typo) would otherwise apply to nothing."""
+    from_dict({**config["train"], "study": STUDY})
+    unknown = sorted(set(OVERRIDES) - set(config["models"]))
+    if unknown:
+        raise ValueError(f"overrides name model(s) not in `models`: {unknown}; add them to `models` or fix the name")
+    for model, values in OVERRIDES.items():
+        from_dict({**config["train"], **values, "study": STUDY, "model": model})
+
+
+check_train_settings()
 
 
 wildcard_constraints:
@@ -23,7 +35,15 @@ def data_dir():
     return config["train"].get("data_dir", TrainConfig.data_dir)
 
 
+def dataset():
+    return config["train"].get("dataset", TrainConfig.dataset)
+
+
 def data_files():
+    """What the `data` job makes and every training job needs: Fashion-MNIST's files, or for an ImageFolder a
+    marker written once every image decoded (the tree itself may be read-only and is too big to track)."""
+    if dataset() == "imagefolder":
+        return [f"results/{STUDY}/data/imagefolder.checked"]
     return [f"{data_dir()}/FashionMNIST/raw/{name}" for name in FILES]
 
 
@@ -45,6 +65,11 @@ def resource(rule_name, key):
     return config["resources"][rule_name].get(key, defaults.get(key))
 
 
+def data_resource(key):
+    """The data rule's resources: the study's `resources: data:` (optional) over a one-core default."""
+    return config["resources"].get("data", {}).get(key, {"threads": 1, "mem_mb": 1000, "runtime": 30}[key])
+
+
 def train_launcher(wildcards, resources):
     """`transmix` for one process; `torchrun` with one process per GPU when a job has more than one."""
     if resources.gpu > 1:
@@ -53,11 +78,13 @@ def train_launcher(wildcards, resources):
 
 
 def train_args(wildcards):
-    """`--set key=value` for the study's train settings and this run's model, method and seed, shell-quoted."""
+    """`--set key=value` for the study's train settings, the model's overrides, and this run's model, method and
+    seed, shell-quoted."""
     match = RUN_ID.match(wildcards.run_id)
     if match is None:
         raise ValueError(f"run_id {wildcards.run_id!r} is not model__method__s<seed>")
-    values = {**config["train"], "study": wildcards.study, **match.groupdict()}
+    model_values = OVERRIDES.get(match["model"], {})
+    values = {**config["train"], **model_values, "study": wildcards.study, **match.groupdict()}
     values["seed"] = int(values["seed"])
     from_dict(values)  # a bad model/method in a requested path is reported here, before the job starts
     return " ".join(f"--set {shlex.quote(f'{key}={value}')}" for key, value in values.items())

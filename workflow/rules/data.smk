@@ -1,16 +1,38 @@
-rule data:
-    """Fashion-MNIST in torchvision's layout (from Debian's package, or downloaded)."""
-    output:
-        data_files(),
-    params:
-        root=data_root,
-    log:
-        f"{data_dir()}/prepare.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,
-    conda:
-        "../../environment.yml"
-    shell:
-        "transmix data --root {params.root:q} > {log:q} 2>&1"
+if dataset() == "imagefolder":
+
+    rule data:
+        """Decode every image of the study's ImageFolder before any training job starts; a corrupt file fails the
+        rule, listed with every other one. The marker holds the counts; delete it to check changed data again."""
+        output:
+            data_files(),
+        params:
+            root=data_dir(),
+        log:
+            f"results/{STUDY}/logs/data.log",
+        threads: data_resource("threads")
+        resources:
+            mem_mb=data_resource("mem_mb"),
+            runtime=data_resource("runtime"),
+        conda:
+            "../../environment.yml"
+        shell:
+            "transmix data --check --root {params.root:q} --workers {threads} > {output:q} 2> {log:q}"
+
+else:
+
+    rule data:
+        """Fashion-MNIST in torchvision's layout (from Debian's package, or downloaded)."""
+        output:
+            data_files(),
+        params:
+            root=data_root,
+        log:
+            f"{data_dir()}/prepare.log",
+        threads: data_resource("threads")
+        resources:
+            mem_mb=data_resource("mem_mb"),
+            runtime=data_resource("runtime"),
+        conda:
+            "../../environment.yml"
+        shell:
+            "transmix data --root {params.root:q} > {log:q} 2>&1"

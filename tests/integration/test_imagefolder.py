@@ -1,0 +1,241 @@
+"""The ImageFolder data path, for real: a generated class-folder tree of PNG and JPEG images, the real trainer on
+CPU, evaluation, the corrupt-image check, layout errors and the reproducible data order."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from transmix.cli import main
+from transmix.config import ConfigError, from_dict
+from transmix.data import CorruptImage, DatasetMissing, ImageFolderSplit, check_image_folder, load_split
+from transmix.evaluate import clean
+from transmix.train import CHECKPOINT, FINAL, HISTORY, PREEMPTED_EXIT, RESOLVED, TrainingError, train
+
+CLASSES = ("cat", "dog", "emu")
+PER_CLASS = {"train": 8, "val": 4}  # 24 training images: 3 steps of 8 per epoch
+
+
+def make_tree(root: Path, seed: int = 0) -> Path:
+    """3 classes of random-pixel RGB images, PNG and JPEG alternately, of varying sizes (the crop evens them)."""
+    rng = np.random.default_rng(seed)
+    for split, n in PER_CLASS.items():
+        for label in CLASSES:
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(n):
+                h, w = (int(v) for v in rng.integers(36, 48, size=2))
+                pixels = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+                Image.fromarray(pixels, "RGB").save(folder / f"{i:02d}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return make_tree(tmp_path / "folder")
+
+
+def config(root: Path, **changes):
+    values = dict(
+        dataset="imagefolder",
+        data_dir=str(root),
+        model="vit_micro_patch4_28",  # built for 3 x 32 x 32 by create_model
+        img_size=32,
+        aa="rand-m9-mstd0.5-inc1",
+        reprob=0.25,
+        epochs=1,
+        batch_size=8,
+        warmup_epochs=0,
+        ema_decay=0.9,
+        method="transmix",
+        switch_prob=1.0,  # every batch CutMix, so the TransMix label path runs
+        device="cpu",
+    )
+    return from_dict({**values, **changes})
+
+
+def test_train_and_evaluate_one_epoch(tree, tmp_path) -> None:
+    cfg = config(tree)
+    final = train(cfg, tmp_path / "run", progress=False)
+    assert final == tmp_path / "run" / FINAL
+    for name in (CHECKPOINT, HISTORY, RESOLVED):
+        assert (tmp_path / "run" / name).is_file(), name
+    history = json.loads((tmp_path / "run" / HISTORY).read_text())
+    assert history["epoch"] == 1 and history["cutmix_batches"] == 3
+    assert history["lam_label_mean"] != pytest.approx(history["lam_area_mean"], abs=1e-6)  # re-weighted by attention
+    assert 0 <= history["val_top1"] <= 100 and history["val_top1_ema"] is not None
+
+    df = clean(tmp_path / "run", device="cpu")
+    assert set(df.variant) == {"raw", "ema"} and set(df.metric) == {"top1", "top5"}
+    assert (df.n == 3 * PER_CLASS["val"]).all() and (df.dataset == "imagefolder").all()
+    assert df[df.metric == "top5"].value.eq(100.0).all()  # 3 classes: every label is in the top 5
+
+
+def test_splits_share_the_class_map_and_shapes(tree) -> None:
+    (tree / "val" / "dog").rename(tree / "val_dog")  # val without a class must not shift the others' labels
+    cfg = config(tree)
+    train_set, val_set = load_split(cfg, train=True), load_split(cfg, train=False)
+    assert train_set.num_classes == val_set.num_classes == 3
+    x, y = next(iter(val_set.eval_batches(100)))
+    assert x.shape == (8, 3, 32, 32) and sorted(set(y.tolist())) == [0, 2]  # cat = 0, emu = 2
+    x, y = next(train_set.batches(8, (0, 1), epoch=0, order=None, start=0, gen=torch.Generator()))
+    assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+
+
+def test_paper_augmentation_keeps_zero_posterize_bits_black(tree) -> None:
+    # rand-m9-mstd0.5 reaches magnitude 10 in ~2% of draws: PosterizeIncreasing then keeps 0 bits, which
+    # Pillow 13 rejects with ValueError; the transform must give the black image older Pillow gave.
+    transform = load_split(config(tree), train=True).transform
+    augment = next(step for step in transform.transforms if hasattr(step, "ops"))
+    op = next(op for op in augment.ops if op.name == "PosterizeIncreasing")
+    op.prob, op.magnitude, op.magnitude_std = 1.0, 10, 0
+    out = op(Image.new("RGB", (8, 8), (200, 100, 50)))
+    assert out.mode == "RGB" and out.getextrema() == ((0, 0), (0, 0), (0, 0))
+    op.magnitude = 5  # 2 bits: timm's op as before
+    assert op(Image.new("RGB", (8, 8), (200, 100, 50))).getpixel((0, 0)) == (192, 64, 0)
+
+
+def corrupt(tree: Path) -> tuple[Path, Path]:
+    """Cut a training JPEG in half (every training image is in each epoch) and add a text file named .jpg."""
+    truncated = tree / "train" / "dog" / "00.jpg"
+    truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
+    text = tree / "val" / "emu" / "notes.jpg"
+    text.write_text("not an image\n")
+    return truncated, text
+
+
+def test_check_lists_every_corrupt_file(tree, capsys) -> None:
+    assert check_image_folder(tree, workers=2) == {"train": 24, "val": 12, "classes": 3}
+    truncated, text = corrupt(tree)
+    with pytest.raises(CorruptImage) as err:
+        check_image_folder(tree, workers=2)
+    assert str(truncated) in str(err.value) and str(text) in str(err.value)
+    assert "truncated" in str(err.value) and "UnidentifiedImageError" in str(err.value)
+
+    assert main(["data", "--check", "--root", str(tree), "--workers", "2"]) == 1
+    stderr = capsys.readouterr().err
+    assert "2 of 37 images" in stderr and str(truncated) in stderr and str(text) in stderr
+    assert main(["data", "--check", "--root", str(tree / "nowhere")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_training_stops_at_a_corrupt_image_naming_it(tree, tmp_path, workers) -> None:
+    truncated, _ = corrupt(tree)
+    with pytest.raises(TrainingError) as err:
+        train(config(tree, num_workers=workers), tmp_path / "run", progress=False)
+    message = str(err.value)
+    assert f"{truncated}: OSError" in message and "Traceback" not in message and "transmix data --check" in message
+    assert not (tmp_path / "run" / FINAL).exists()
+
+
+def test_wrong_data_dir_is_a_clear_error(tmp_path, capsys) -> None:
+    layout = r"DIR/train/<class>/<image> and DIR/val/<class>/<image>"
+    with pytest.raises(DatasetMissing, match=rf"{tmp_path / 'nowhere'} does not exist.*{layout}"):
+        load_split(config(tmp_path / "nowhere"), train=True)
+    (tmp_path / "flat" / "train").mkdir(parents=True)
+    with pytest.raises(DatasetMissing, match=rf"{tmp_path / 'flat'} has no val/ folder; .*{layout}"):
+        load_split(config(tmp_path / "flat"), train=True)
+    (tmp_path / "flat" / "val").mkdir()
+    with pytest.raises(DatasetMissing, match=rf"{tmp_path / 'flat' / 'train'} has no class folders"):
+        load_split(config(tmp_path / "flat"), train=True)
+    for split in ("train", "val"):
+        (tmp_path / "flat" / split / "cat").mkdir()
+    with pytest.raises(DatasetMissing, match=rf"{tmp_path / 'flat' / 'train'} holds no images"):
+        load_split(config(tmp_path / "flat"), train=True)
+    sets = ["dataset=imagefolder", "img_size=32", f"data_dir={tmp_path / 'nowhere'}", "device=cpu"]
+    assert main(["train", "--out", str(tmp_path / "run"), *(a for s in sets for a in ("--set", s))]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"img_size": 0}, "img_size=0 must be >= 1"),
+        ({"reprob": 1.5}, r"reprob=1.5 must lie in \[0, 1\]"),
+        ({"crop_pct": 0.0}, r"crop_pct=0.0 must lie in \(0, 1\]"),
+        ({"aa": "rand-x9"}, "aa='rand-x9' is not a timm auto-augment policy"),
+        ({"train_subset": 100}, "train_subset=100 applies to dataset=fashion_mnist only"),
+        ({"dataset": "fashion_mnist"}, "img_size=32, but dataset=fashion_mnist is 28x28"),
+        ({"dataset": "fashion_mnist", "img_size": 28}, "aa='rand-m9-mstd0.5-inc1' applies to dataset=imagefolder"),
+    ],
+)
+def test_bad_values_name_the_key(tree, changes, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config(tree, **changes)
+
+
+def test_data_order_depends_on_seed_and_epoch_only(tree) -> None:
+    split = load_split(config(tree), train=True)
+    again = load_split(config(tree), train=True)
+    assert isinstance(split, ImageFolderSplit)
+    epoch0 = split.epoch_indices(8, (0, 1), epoch=0)
+    assert len(epoch0) == 24 and sorted(epoch0) == list(range(24))
+    assert again.epoch_indices(8, (0, 1), epoch=0) == epoch0  # a restarted process draws the same order
+    assert split.epoch_indices(8, (0, 1), epoch=1) != epoch0
+    assert split.epoch_indices(8, (0, 1), epoch=0, start=2) == epoch0[16:]  # mid-epoch resume skips done batches
+    shards = [split.epoch_indices(4, (rank, 2), epoch=0) for rank in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 12 and not set(shards[0]) & set(shards[1])
+    assert load_split(config(tree, seed=1), train=True).epoch_indices(8, (0, 1), epoch=0) != epoch0
+
+
+def test_resume_at_an_epoch_boundary_is_bit_identical(tree, tmp_path) -> None:
+    # num_workers=1: augmentation runs in a worker seeded from (seed, epoch, rank), so it repeats after a resume.
+    cfg = config(tree, epochs=2, num_workers=1)
+    train(cfg, tmp_path / "whole", progress=False)
+    assert train(cfg, tmp_path / "split", stop_after=1, progress=False).name == CHECKPOINT
+    train(cfg, tmp_path / "split", progress=False)
+    whole = torch.load(tmp_path / "whole" / FINAL, weights_only=True)
+    split = torch.load(tmp_path / "split" / FINAL, weights_only=True)
+    for key in ("model", "ema"):
+        for name, tensor in whole[key].items():
+            assert torch.equal(tensor, split[key][name]), f"{key}.{name} differs after resume"
+    history = [
+        [json.loads(x) for x in (tmp_path / run / HISTORY).read_text().splitlines()] for run in ("whole", "split")
+    ]
+    assert [h["train_loss"] for h in history[0]] == [h["train_loss"] for h in history[1]]
+
+
+def test_sigterm_to_the_whole_job_saves_mid_epoch_and_resumes(tmp_path) -> None:
+    # SLURM signals every process of a job, DataLoader workers too: the trainer must still save at a step boundary.
+    # The resumed epoch has the same order and the same mixing draws; the augmentation differs (workers restart).
+    tree = tmp_path / "folder"
+    for split, n in {"train": 64, "val": 4}.items():  # 192 training images: 24 steps of 8
+        for label in CLASSES:
+            (tree / split / label).mkdir(parents=True)
+            for i in range(n):
+                pixels = np.random.default_rng(i).integers(0, 256, size=(36, 36, 3), dtype=np.uint8)
+                Image.fromarray(pixels, "RGB").save(tree / split / label / f"{i:02d}.png")
+    sets = ["dataset=imagefolder", f"data_dir={tree}", "img_size=32", "epochs=1", "batch_size=8", "warmup_epochs=0",
+            "num_workers=1", "switch_prob=1.0", "device=cpu"]  # fmt: skip
+    out, log = tmp_path / "run", tmp_path / "train.log"
+    command = [sys.executable, "-m", "transmix.cli", "train", "--out", str(out), "--threads", "1", "--progress", "log",
+               *(a for s in sets for a in ("--set", s))]  # fmt: skip
+    with log.open("w") as fh:
+        proc = subprocess.Popen(command, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while "step 6/24" not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGTERM)  # the process group this test started: trainer and its worker
+    assert proc.wait(timeout=60) == PREEMPTED_EXIT, log.read_text()
+    state = torch.load(out / CHECKPOINT, weights_only=True)
+    assert state["epoch"] == 0 and 6 <= state["step"] < 24 and state["order"] is None
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {out} at epoch 1, step {state['step']} of 24" in resumed.stderr
+    train(from_dict(dict(s.split("=", 1) for s in sets)), tmp_path / "whole", progress=False)
+    whole, split = (json.loads((tmp_path / r / HISTORY).read_text()) for r in ("whole", "run"))
+    assert split["cutmix_batches"] == whole["cutmix_batches"] == 24
+    assert split["lam_area_mean"] == whole["lam_area_mean"]  # the same boxes: generator state restored exactly
