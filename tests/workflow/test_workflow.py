@@ -111,6 +111,7 @@ def test_multi_gpu_jobs_use_torchrun_and_config_values_reach_the_shell_quoted(pi
     assert dry.returncode == 0, dry.stderr
     out = dry.stdout + dry.stderr
     assert "torchrun --standalone --nproc_per_node 2 -m transmix.cli train --out" in out
+    assert "--threads 1 --progress" in out  # the job's threads shared by its processes (at least one each)
     assert "--set 'data_dir=da ta; touch pwned'" in out
     target = "da ta; touch pwned/FashionMNIST/raw/train-images-idx3-ubyte"
     real = snakemake(pipeline, "--cores", "1", target, "--configfile", str(config))

@@ -70,6 +70,11 @@ def data_resource(key):
     return config["resources"].get("data", {}).get(key, {"threads": 1, "mem_mb": 1000, "runtime": 30}[key])
 
 
+def threads_per_process(wildcards, threads, resources):
+    """The job's threads shared among its torchrun processes (one per GPU), so they do not oversubscribe."""
+    return max(1, threads // max(1, int(resources.gpu)))
+
+
 def train_launcher(wildcards, resources):
     """`transmix` for one process; `torchrun` with one process per GPU when a job has more than one."""
     if resources.gpu > 1:

@@ -8,6 +8,7 @@ rule train:
         "results/{study}/train/{run_id}/final.pt",
     params:
         launcher=train_launcher,
+        threads=threads_per_process,
         out=run_dir,
         args=train_args,
     log:
@@ -20,4 +21,4 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} train --out {params.out:q} --threads {threads} --progress log {params.args} > {log:q} 2>&1"
+        "{params.launcher} train --out {params.out:q} --threads {params.threads} --progress log {params.args} > {log:q} 2>&1"
