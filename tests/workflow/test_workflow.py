@@ -85,16 +85,20 @@ def test_smoke_study_end_to_end(pipeline) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
     table = read(cwd / "results/smoke/results.csv")
-    ours = table[table.source == "ours"]
+    ours = table[(table.source == "ours") & (table.suite == "clean")]
     assert len(ours) == 6 * 2 * 2  # runs x {raw, ema} x {top1, top5}
+    robust = table[(table.source == "ours") & (table.suite != "clean")]
+    assert set(robust.suite) == {"occlusion", "shuffle", "adversarial", "ood", "corruption"}
+    assert robust.run_id.nunique() == 6 and set(robust.variant) == {"raw", "ema"}
     assert set(ours.method) == {"deit", "transmix"} and set(ours.seed) == {0, 1, 2}
     assert ours.config_hash.nunique() == 6 and (ours.study == "smoke").all()
     assert (table.source == "paper").sum() > 0
 
-    notebook = json.loads((cwd / "results/smoke/notebooks/01_main_results.ipynb").read_text())
-    outputs = [o for cell in notebook["cells"] if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
-    assert not [o for o in outputs if o["output_type"] == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs), "the figure was rendered"
+    for name in ("01_main_results", "02_robustness"):
+        notebook = json.loads((cwd / f"results/smoke/notebooks/{name}.ipynb").read_text())
+        outputs = [o for cell in notebook["cells"] if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
+        assert not [o for o in outputs if o["output_type"] == "error"], name
+        assert any("image/png" in o.get("data", {}) for o in outputs), f"{name}: a figure was rendered"
     html = (cwd / "results/smoke/notebooks/01_main_results.html").read_text()
     assert "transmix" in html and "DeiT-S" in html
 

@@ -9,7 +9,8 @@ from transmix.data import FILES
 STUDY = config["study"]
 OVERRIDES = config.get("overrides", {})  # {model: {key: value}}: per-model settings over `train`
 RUN_ID = re.compile(r"^(?P<model>[A-Za-z0-9_.]+?)__(?P<method>[a-z]+)__s(?P<seed>\d+)$")
-NOTEBOOKS = ["01_main_results"]
+ROBUSTNESS = config.get("robustness")  # None: the study runs no robustness suites
+NOTEBOOKS = ["01_main_results"] + (["02_robustness"] if ROBUSTNESS else [])
 
 
 def check_train_settings():
@@ -24,6 +25,10 @@ def check_train_settings():
 
 
 check_train_settings()
+if ROBUSTNESS:
+    from transmix import robustness as _robustness
+
+    _robustness.from_dict(ROBUSTNESS.get("protocol", {}))  # an unknown protocol key fails here, naming it
 
 
 wildcard_constraints:
@@ -62,7 +67,20 @@ def run_dir(wildcards):
 
 def resource(rule_name, key):
     defaults = {"gpus": 0}
+    if rule_name == "robustness" and rule_name not in config["resources"]:
+        rule_name = "evaluate"
     return config["resources"][rule_name].get(key, defaults.get(key))
+
+
+def robustness_args(wildcards):
+    """`--suite` and `--set key=value` for the study's robustness protocol, shell-quoted."""
+    suites = [f"--suite {shlex.quote(s)}" for s in ROBUSTNESS.get("suites", [])]
+    values = [f"--set {shlex.quote(f'{k}={_protocol_value(v)}')}" for k, v in ROBUSTNESS.get("protocol", {}).items()]
+    return " ".join(suites + values)
+
+
+def _protocol_value(value):
+    return "[" + ",".join(str(v) for v in value) + "]" if isinstance(value, list) else str(value)
 
 
 def data_resource(key):
@@ -96,7 +114,8 @@ def train_args(wildcards):
 
 
 def evaluation_csvs(wildcards):
-    return [f"results/{wildcards.study}/evaluate/{run}.csv" for run in run_ids()]
+    stages = ["evaluate"] + (["robustness"] if ROBUSTNESS else [])
+    return [f"results/{wildcards.study}/{stage}/{run}.csv" for stage in stages for run in run_ids()]
 
 
 def notebook_targets():
