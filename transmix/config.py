@@ -165,10 +165,12 @@ _TYPES: dict[str, type] = get_type_hints(TrainConfig)
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
 
 
-def _unknown(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key.replace("-", "_"), KEYS, n=1, cutoff=0.6)
+def unknown_key(key: str, keys: tuple[str, ...] = KEYS, what: str = "config key",
+                help_command: str = "transmix train --help") -> ConfigError:  # fmt: skip
+    """The error for a key no field has, with the closest field (hyphens read as underscores)."""
+    close = difflib.get_close_matches(key.replace("-", "_"), keys, n=1, cutoff=0.6)
     hint = f"; did you mean `{close[0]}`?" if close else ""
-    return ConfigError(f"unknown config key `{key}`{hint} (known keys: transmix train --help)")
+    return ConfigError(f"unknown {what} `{key}`{hint} (known keys: {help_command})")
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -191,7 +193,7 @@ def from_dict(values: dict[str, Any]) -> TrainConfig:
     """Strict: every key must be a field, every value of the field's type."""
     for key in values:
         if key not in _TYPES:
-            raise _unknown(key)
+            raise unknown_key(key)
     return TrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
 
 
@@ -204,7 +206,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {pair!r} is not key=value (example: --set lr=0.0005)")
         key = key.strip()
         if key not in _TYPES:
-            raise _unknown(key)
+            raise unknown_key(key)
         out[key] = yaml.safe_load(raw) if raw.strip() else ""
     return out
 

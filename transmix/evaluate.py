@@ -36,6 +36,24 @@ def variants(cfg: TrainConfig, state: dict[str, Any], like: Any, device: torch.d
     return out
 
 
+def run_columns(run_dir: str | Path, cfg: TrainConfig, state: dict[str, Any]) -> dict[str, Any]:
+    """The columns every measured row of a run shares: who trained what, with which code."""
+    return {
+        "study": cfg.study,
+        "run_id": Path(run_dir).name,
+        "dataset": cfg.dataset,
+        "model": cfg.model,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "epochs": state["epochs"],
+        "source": "ours",
+        "reference": "",
+        "config_hash": state["config_hash"],
+        "git_sha": state["git_sha"],
+        "package_version": state["package_version"],
+    }
+
+
 def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500) -> pd.DataFrame:
     """Top-1 and top-5 (percent) on the full test split (imagefolder: all of ``val/``), for raw and EMA weights."""
     dev = resolve_device(device)
@@ -44,25 +62,6 @@ def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500) -> p
     rows = []
     for variant, model in variants(cfg, state, test, dev).items():
         for k, value in top_k(model, test, dev, cfg.precision, batch_size=batch_size).items():
-            rows.append(
-                {
-                    "study": cfg.study,
-                    "run_id": Path(run_dir).name,
-                    "dataset": cfg.dataset,
-                    "model": cfg.model,
-                    "method": cfg.method,
-                    "seed": cfg.seed,
-                    "epochs": state["epochs"],
-                    "suite": "clean",
-                    "variant": variant,
-                    "metric": f"top{k}",
-                    "value": value,
-                    "n": len(test),
-                    "source": "ours",
-                    "reference": "",
-                    "config_hash": state["config_hash"],
-                    "git_sha": state["git_sha"],
-                    "package_version": state["package_version"],
-                }
-            )
-    return frame(rows)
+            rows.append({"suite": "clean", "variant": variant, "metric": f"top{k}", "value": value, "n": len(test)})
+    run = run_columns(run_dir, cfg, state)
+    return frame({**run, **row} for row in rows)

@@ -26,7 +26,6 @@ a suite that is not asked for needs none of them.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import logging
@@ -45,9 +44,9 @@ import yaml
 from torch import nn
 
 from transmix.attention import last_attention
-from transmix.config import ConfigError
+from transmix.config import ConfigError, unknown_key
 from transmix.data import MEAN, STD, TensorDataset, load_fashion_mnist
-from transmix.evaluate import load_final, variants
+from transmix.evaluate import load_final, run_columns, variants
 from transmix.results import frame
 from transmix.train import autocast, resolve_device, top_k
 
@@ -163,9 +162,7 @@ KEYS: tuple[str, ...] = tuple(f.name for f in fields(Protocol))
 
 
 def _unknown(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key.replace("-", "_"), KEYS, n=1, cutoff=0.6)
-    hint = f"; did you mean `{close[0]}`?" if close else ""
-    return ConfigError(f"unknown robustness protocol key `{key}`{hint} (known keys: transmix robustness --help)")
+    return unknown_key(key, KEYS, "robustness protocol key", "transmix robustness --help")
 
 
 def _scalar(key: str, kind: type, value: Any) -> Any:
@@ -687,18 +684,5 @@ def run(
         gen = torch.Generator().manual_seed(protocol.seed)  # one per suite: numbers do not depend on the others
         rows += SUITES[name](models, test, protocol, dev, gen, cfg.precision)
         log.info("robustness %s: %.1f s", name, time.perf_counter() - start)
-    run_columns = {
-        "study": cfg.study,
-        "run_id": Path(run_dir).name,
-        "dataset": cfg.dataset,
-        "model": cfg.model,
-        "method": cfg.method,
-        "seed": cfg.seed,
-        "epochs": state["epochs"],
-        "source": "ours",
-        "reference": "",
-        "config_hash": state["config_hash"],
-        "git_sha": state["git_sha"],
-        "package_version": state["package_version"],
-    }
-    return frame({**run_columns, **row} for row in rows)
+    run = run_columns(run_dir, cfg, state)
+    return frame({**run, **row} for row in rows)
