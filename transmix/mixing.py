@@ -17,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from timm.data.mixup import one_hot
 
 Mode = Literal["none", "mixup", "cutmix"]
@@ -120,23 +119,55 @@ def mix_batch(images: torch.Tensor, labels: torch.Tensor, spec: MixSpec, gen: to
     return MixedBatch(mixed, labels, labels_b, lam_area, box, "cutmix")
 
 
-def box_mask(box: Box, image_size: tuple[int, int], grid: tuple[int, int], how: str = "release") -> torch.Tensor:
-    """The pasted box on the patch grid, flattened to ``(gh * gw,)`` in row-major token order.
+def token_cells(size: int, tokens: int, stride: int, centered: bool = False) -> torch.Tensor:
+    """``(tokens, 2)`` pixel ranges ``[start, end)`` of the tokens along one side of the image.
 
-    ``release``: nearest-neighbour downsampling of the pixel mask, as the official code does with
-    ``nn.Upsample``: a patch counts as pasted when its top-left pixel is (for an exact patch size).
-    ``area``: the fraction of each patch's pixels that are pasted.
+    Token ``i`` of a network with total downsampling ``stride`` covers ``[i * stride, (i + 1) * stride)`` when
+    it comes from non-overlapping patches (ViT, DeiT, CaiT, Swin), and ``[i * stride - stride // 2, ...)`` when
+    padded convolutions centre it on pixel ``i * stride`` (XCiT, PVT-v2's overlapping patch embeds). Ranges are
+    clipped to the image; the last token takes what is left when ``size`` is no multiple of ``stride``
+    (28 pixels, stride 8: 0-8, 8-16, 16-24, 24-28 for patches; 0-4, 4-12, 12-20, 20-28 centred).
+
+    Raises:
+        ValueError: when ``tokens`` tokens of this stride cannot tile ``size`` pixels (a wrong model or size).
+    """
+    if tokens != -(-size // stride):
+        raise ValueError(f"{tokens} tokens of stride {stride} do not tile {size} pixels ({-(-size // stride)} do)")
+    starts = torch.arange(tokens) * stride - (stride // 2 if centered else 0)
+    return torch.stack((starts.clamp(0, size), (starts + stride).clamp(0, size)), dim=1)
+
+
+def box_mask(
+    box: Box,
+    image_size: tuple[int, int],
+    grid: tuple[int, int],
+    how: str = "release",
+    stride: tuple[int, int] | None = None,
+    centered: bool = False,
+) -> torch.Tensor:
+    """The pasted box on the token grid, flattened to ``(gh * gw,)`` in row-major token order.
+
+    ``release``: a token counts as pasted when pixel ``(i * stride, j * stride)`` is, as the official code's
+    nearest-neighbour resize of the pixel mask does for an exact patch size (the patch's top-left pixel; for
+    centred tokens, the centre). ``area``: the pasted fraction of each token's pixels (:func:`token_cells`).
+    ``stride`` defaults to the exact patch size ``image_size / grid``; give it when the size is no multiple.
     """
     if how not in BOX_TO_GRID:
         raise ValueError(f"box_to_grid={how!r} is not one of {BOX_TO_GRID}")
-    yl, yh, xl, xh = box
-    mask = torch.zeros(1, 1, *image_size)
-    mask[..., yl:yh, xl:xh] = 1.0
-    if how == "release":
-        small = F.interpolate(mask, size=grid, mode="nearest")
-    else:
-        small = F.adaptive_avg_pool2d(mask, grid)
-    return small.flatten()
+    axes = []
+    for lo, hi, size, tokens, step in zip(box[0::2], box[1::2], image_size, grid, stride or (None, None), strict=True):
+        if step is None:
+            if size % tokens:
+                raise ValueError(f"{tokens} tokens on {size} pixels: pass the network's stride (no exact patch size)")
+            step = size // tokens
+        cells = token_cells(size, tokens, step, centered).float()
+        if how == "release":
+            anchor = torch.arange(tokens) * step
+            axes.append(((anchor >= lo) & (anchor < hi)).float())
+        else:
+            overlap = (cells[:, 1].clamp(max=hi) - cells[:, 0].clamp(min=lo)).clamp_min(0)
+            axes.append(overlap / (cells[:, 1] - cells[:, 0]))
+    return torch.outer(axes[0], axes[1]).flatten()
 
 
 def attention_lam(attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

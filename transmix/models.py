@@ -74,6 +74,8 @@ class ClassAttentionHead(nn.Module):
         self.channels_last = getattr(backbone, "output_fmt", "NCHW") == "NHWC"
         size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
         self.token_grid = self._measure_grid(in_chans, size)
+        reduction = int(backbone.feature_info[-1]["reduction"])  # pixels between tokens of the last stage
+        self.token_stride = (reduction, reduction)
         heads = num_heads or _last_num_heads(backbone)
         if dim % heads:
             raise ValueError(f"num_heads={heads} does not divide the backbone's {dim} features; pass num_heads")

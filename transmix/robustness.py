@@ -47,6 +47,7 @@ from transmix.attention import last_attention
 from transmix.config import ConfigError, unknown_key
 from transmix.data import MEAN, STD, TensorDataset, load_fashion_mnist
 from transmix.evaluate import load_final, run_columns, variants
+from transmix.mixing import token_cells
 from transmix.results import frame
 from transmix.train import autocast, resolve_device, top_k
 
@@ -300,20 +301,18 @@ def _evaluate_all(
 
 
 def patch_cells(model: nn.Module, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's patch of every pixel row and column of an input of ``size``: two index tensors ``(H,)``, ``(W,)``.
+    """The token of every pixel row and column of an input of ``size``: two index tensors ``(H,)``, ``(W,)``.
 
-    A model with ``patch_embed.patch_size`` (ViT, DeiT, CaiT, XCiT) is cut into patches of that size from the top
-    left; a last, narrower patch takes the remainder (XCiT's 8-pixel patches on 28 pixels: 8, 8, 8, 4, as its
-    padded convolutions see them). Any other model (Swin and PVT-v2 under a class-attention head) is cut into the
-    token grid its class token attends to, ``(gh, gw)``: pixel row ``r`` belongs to cell ``floor(r * gh / H)``.
+    Tokens are the cells of the grid the class token attends to (:func:`transmix.mixing.token_cells`), the same
+    cells the CutMix box is mapped to: ViT/DeiT/CaiT patches, Swin's merged patches, and for XCiT and PVT-v2
+    (padded convolutions) cells centred on ``i * stride``; on 28 pixels with stride 8 that is 4, 8, 8, 8 pixels.
     """
-    height, width = size
-    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
-    if patch is not None:
-        ph, pw = (patch, patch) if isinstance(patch, int) else (int(patch[0]), int(patch[1]))
-        return torch.arange(height) // ph, torch.arange(width) // pw
-    gh, gw = last_attention(model).grid
-    return torch.arange(height) * gh // height, torch.arange(width) * gw // width
+    target = last_attention(model)
+    out = []
+    for side, tokens, stride in zip(size, target.grid, target.stride, strict=True):
+        cells = token_cells(side, tokens, stride, target.centered)
+        out.append(torch.repeat_interleave(torch.arange(tokens), cells[:, 1] - cells[:, 0]))
+    return out[0], out[1]
 
 
 def occlude(

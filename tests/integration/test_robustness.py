@@ -111,14 +111,17 @@ def test_occlusion_drops_whole_patches(loaded) -> None:
 
 
 def test_patch_cells_follow_each_family() -> None:
-    # XCiT: 8-pixel patches, the last one 4 pixels wide; PVT-v2 under a class-attention head has no patch_embed on
-    # top, so its 4x4 attention grid is laid on the image: 7-pixel cells.
-    xcit = create_model("xcit_micro_patch8_28", num_classes=10, in_chans=1, img_size=28)
-    rows, cols = robustness.patch_cells(xcit, (28, 28))
-    assert rows.tolist() == cols.tolist() == [0] * 8 + [1] * 8 + [2] * 8 + [3] * 4
-    pvt = create_model("pvt_v2_micro_28", num_classes=10, in_chans=1, img_size=28)
-    rows, cols = robustness.patch_cells(pvt, (28, 28))
-    assert rows.tolist() == cols.tolist() == [c for c in range(4) for _ in range(7)]
+    # ViT: 4-pixel patches. XCiT and PVT-v2 downsample 8 times with padded convolutions, so token i is centred
+    # on pixel 8 i: cells 0-4, 4-12, 12-20, 20-28. Swin under a class-attention head: merged 4-pixel patches.
+    cells = {
+        "vit_micro_patch4_28": [c for c in range(7) for _ in range(4)],
+        "xcit_micro_patch8_28": [0] * 4 + [1] * 8 + [2] * 8 + [3] * 8,
+        "pvt_v2_micro_28": [0] * 4 + [1] * 8 + [2] * 8 + [3] * 8,
+        "swin_micro_patch2_28": [c for c in range(7) for _ in range(4)],
+    }
+    for name, expected in cells.items():
+        rows, cols = robustness.patch_cells(create_model(name, num_classes=10, in_chans=1, img_size=28), (28, 28))
+        assert rows.tolist() == cols.tolist() == expected, name
 
 
 def test_occlusion_zero_is_clean_and_dropping_hurts(loaded) -> None:

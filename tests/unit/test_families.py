@@ -139,39 +139,58 @@ def test_pvt_grid_for_sizes_not_divisible_by_the_stride() -> None:
         model(torch.randn(2, 1, 36, 36))  # built for 30: 5x5 tokens instead of 4x4
 
 
+STRIDES = {  # pixels between tokens, and whether padded convolutions centre token i on pixel i * stride
+    "vit_micro_patch4_28": ((4, 4), False),
+    "deit_micro_distilled_patch4_28": ((4, 4), False),
+    "cait_micro_patch4_28": ((4, 4), False),
+    "xcit_micro_patch8_28": ((8, 8), True),
+    "swin_micro_patch2_28": ((4, 4), False),
+    "pvt_v2_micro_28": ((8, 8), True),
+}
+
+
+@pytest.mark.parametrize("name", MICRO_MODELS)
+def test_token_stride_of_each_family(name: str) -> None:
+    capture = ClassAttention(micro(name))
+    assert (capture.stride, capture.centered) == STRIDES[name]
+
+
 def test_box_to_grid_on_the_hierarchical_grids() -> None:
-    swin = ClassAttention(micro("swin_micro_patch2_28")).grid
-    pvt = ClassAttention(micro("pvt_v2_micro_28")).grid
-    assert swin == (7, 7) and pvt == (4, 4)
+    swin = ClassAttention(micro("swin_micro_patch2_28"))
+    pvt = ClassAttention(micro("pvt_v2_micro_28"))
+    assert swin.grid == (7, 7) and pvt.grid == (4, 4)
 
     # 7x7 on 28 pixels: 4 pixels per token. "release" counts a token when its top-left pixel (4r, 4c) is pasted.
-    release = box_mask((0, 14, 0, 14), (28, 28), swin, "release").view(7, 7)
+    release = box_mask((0, 14, 0, 14), (28, 28), swin.grid, "release", swin.stride, swin.centered).view(7, 7)
     expected = torch.zeros(7, 7)
     expected[:4, :4] = 1  # pixels 0, 4, 8, 12 < 14
     assert torch.equal(release, expected)
-    area = box_mask((0, 14, 0, 14), (28, 28), swin, "area").view(7, 7)
+    area = box_mask((0, 14, 0, 14), (28, 28), swin.grid, "area", swin.stride, swin.centered).view(7, 7)
     expected = torch.zeros(7, 7)
     expected[:3, :3] = 1
     expected[3, :3] = expected[:3, 3] = 0.5  # pixels 12, 13 of 12..15
     expected[3, 3] = 0.25
     assert torch.allclose(area, expected)
 
-    # 4x4 on 28 pixels: 28 is no multiple of the network's stride (8). box_mask spreads the grid evenly over the
-    # image, 7 pixels per token, as the release's nearest-neighbour resize does: "release" samples pixel
-    # floor(7 r) = 0, 7, 14, 21, and "area" averages the band [7 r, 7 r + 7).
-    release = box_mask((0, 15, 0, 15), (28, 28), pvt, "release").view(4, 4)
+    # 4x4 on 28 pixels, stride 8 (28 is no multiple of it): PVT-v2's padded convolutions centre token r on pixel
+    # 8 r. "release" reads pixels 0, 8, 16, 24 (a plain resize of the pixel mask would read 0, 7, 14, 21);
+    # "area" averages the cells 0-4, 4-12, 12-20, 20-28.
+    def mask(box: tuple[int, int, int, int], how: str) -> torch.Tensor:
+        return box_mask(box, (28, 28), pvt.grid, how, pvt.stride, pvt.centered).view(4, 4)
+
     expected = torch.zeros(4, 4)
-    expected[:3, :3] = 1  # pixel 14 is pasted
-    assert torch.equal(release, expected)
-    assert torch.equal(
-        box_mask((20, 28, 0, 28), (28, 28), pvt, "release").view(4, 4)[:, 0], torch.tensor([0.0, 0, 0, 1])
-    )
-    area = box_mask((0, 15, 0, 15), (28, 28), pvt, "area").view(4, 4)
+    expected[:2, :2] = 1  # pixel 16 is not pasted, 8 is
+    assert torch.equal(mask((0, 15, 0, 15), "release"), expected)
+    assert torch.equal(mask((16, 28, 0, 28), "release")[:, 0], torch.tensor([0.0, 0, 1, 1]))
+    assert torch.equal(mask((0, 8, 0, 28), "release")[:, 0], torch.tensor([1.0, 0, 0, 0]))
     expected = torch.zeros(4, 4)
     expected[:2, :2] = 1
-    expected[2, :2] = expected[:2, 2] = 1 / 7  # only pixel 14 of 14..20
-    expected[2, 2] = 1 / 49
-    assert torch.allclose(area, expected)
+    expected[2, :2] = expected[:2, 2] = 3 / 8  # pixels 12, 13, 14 of 12..19
+    expected[2, 2] = 9 / 64
+    assert torch.allclose(mask((0, 15, 0, 15), "area"), expected)
+    assert mask((0, 28, 0, 28), "area").eq(1).all()
+    with pytest.raises(ValueError, match="do not tile"):
+        box_mask((0, 8, 0, 8), (28, 28), (4, 4), "area", (4, 4), True)
 
 
 def stepper(name: str, method: str) -> Stepper:
@@ -214,3 +233,55 @@ def test_unsupported_models_are_refused_with_the_fix() -> None:
     no_class_attention = timm.create_model("xcit_micro_patch8_28", cls_attn_layers=0)
     with pytest.raises(ValueError, match="XCA"):
         ClassAttention(no_class_attention)
+
+
+ABLATION_READS = [  # (attn_block, attn_blocks, attn_heads) of the ablation grid
+    (-2, 1, "mean"),  # an earlier block
+    (-1, 2, "mean"),  # mean of the last two
+    (-1, 1, "max"),  # max over heads
+]
+
+
+@pytest.mark.parametrize("name", [n for n in MICRO_MODELS if n not in HIERARCHICAL])  # those have one block
+@pytest.mark.parametrize("read", ABLATION_READS)
+def test_ablation_reads_equal_explicit_attention(name: str, read: tuple[int, int, str]) -> None:
+    block, count, heads = read
+    model = micro(name).eval()
+    with torch.no_grad():  # peaked rows in every block read, so a wrong block or head rule shows
+        for target in ClassAttention(model, -1, 2).targets:
+            for layer in target.attn.children():
+                if isinstance(layer, torch.nn.Linear):
+                    layer.weight.mul_(8.0)
+    x = torch.randn(4, 1, 28, 28)
+
+    hooked = ClassAttention(model, block, count, heads)
+    hooked.enabled = True
+    model(x)
+    reference = copy.deepcopy(model)
+    explicit = ExplicitClassAttention(reference, block, count, heads)
+    explicit.enabled = True
+    reference(x)
+    assert torch.allclose(hooked.attn, explicit.attn, atol=1e-5, rtol=0)
+
+    # By hand from single-block reads of the explicit matrices: the blocks' rows averaged.
+    singles = []
+    for index in range(block - count + 1, block + 1):
+        one = copy.deepcopy(model)
+        capture = ExplicitClassAttention(one, index, 1, heads)
+        capture.enabled = True
+        one(x)
+        singles.append(capture.attn)
+    assert torch.allclose(hooked.attn, torch.stack(singles).mean(0), atol=1e-6)
+    default = ClassAttention(model)
+    default.enabled = True
+    model(x)
+    assert not torch.allclose(hooked.attn, default.attn, atol=1e-4), "the ablation must read something else"
+    if heads == "max":
+        assert (hooked.attn.sum(1) > default.attn.sum(1)).all()  # the max over heads is not normalised
+
+
+def test_reading_more_blocks_than_the_model_has_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"has 1 class-attention blocks .* attn_block=-2"):
+        ClassAttention(micro("swin_micro_patch2_28"), -2)
+    with pytest.raises(ValueError, match="attn_heads='median'"):
+        ClassAttention(micro("vit_micro_patch4_28"), heads="median")
