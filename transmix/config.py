@@ -17,6 +17,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from transmix.attention import HEADS
 from transmix.mixing import BOX_TO_GRID, METHODS
 
 
@@ -30,6 +31,7 @@ class TrainConfig:
 
     # --- bookkeeping
     study: str = "adhoc"  # name of the study this run belongs to (results/<study>/...)
+    ablation: str = ""  # the ablation point this run belongs to ("" = one of the study's main runs)
     seed: int = 0  # seeds weights, data order, augmentation and mixing
     # --- data
     dataset: str = "fashion_mnist"  # fashion_mnist (in memory) | imagefolder (data_dir/{train,val}/<class>/<image>)
@@ -51,6 +53,9 @@ class TrainConfig:
     mix_prob: float = 1.0  # P(a batch is mixed at all)
     area_weight: float = 0.5  # TransMix w in lam = w*lam_area + (1-w)*lam_attn; 0.5 as released
     box_to_grid: str = "release"  # release (nearest, as the official code) | area (pasted fraction per patch)
+    attn_block: int = -1  # TransMix: deepest block whose class-token attention is read (-1 last, -2 the one before)
+    attn_blocks: int = 1  # TransMix: mean of this many blocks ending at attn_block (1 = that block, as released)
+    attn_heads: str = "mean"  # TransMix: heads combined by mean (as released) | max
     label_smoothing: float = 0.1
     # --- optimisation (lr is used as given: no batch-size scaling)
     epochs: int = 10
@@ -73,6 +78,13 @@ class TrainConfig:
         _check_choice("box_to_grid", self.box_to_grid, BOX_TO_GRID)
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("precision", self.precision, ("fp32", "bf16"))
+        _check_choice("attn_heads", self.attn_heads, HEADS)
+        if self.attn_blocks < 1:
+            raise ConfigError(f"attn_blocks={self.attn_blocks} must be >= 1 (1 reads only attn_block)")
+        attn_keys = {"attn_block": -1, "attn_blocks": 1, "attn_heads": "mean"}
+        if self.method != "transmix" and any(getattr(self, k) != v for k, v in attn_keys.items()):
+            raise ConfigError(f"{', '.join(k for k, v in attn_keys.items() if getattr(self, k) != v)} set for "
+                              f"method={self.method}: only transmix reads the attention; remove it")  # fmt: skip
         for name in ("switch_prob", "mix_prob", "area_weight", "label_smoothing", "drop_path", "reprob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,19 @@ from torch import nn
 from transmix.config import TrainConfig, from_dict
 from transmix.data import load_split
 from transmix.results import frame
-from transmix.train import FINAL, build_model, resolve_device, top_k
+from transmix.train import FINAL, HISTORY, build_model, resolve_device, top_k
+
+# history.jsonl fields kept as `suite = history` rows (level = epoch): the training dynamics and the TransMix weights
+HISTORY_METRICS = {
+    "train_loss": ("raw", "train_loss"),
+    "val_top1": ("raw", "val_top1"),
+    "val_top1_ema": ("ema", "val_top1"),
+    "lam_area_mean": ("raw", "lam_area_mean"),
+    "lam_label_mean": ("raw", "lam_label_mean"),
+    "lam_attn_mean": ("raw", "lam_attn_mean"),
+    "lam_gap_mean": ("raw", "lam_gap_mean"),
+    "images_per_second": ("raw", "images_per_second"),
+}
 
 
 def load_final(run_dir: str | Path, device: torch.device) -> tuple[TrainConfig, dict[str, Any]]:
@@ -44,6 +57,7 @@ def run_columns(run_dir: str | Path, cfg: TrainConfig, state: dict[str, Any]) ->
         "dataset": cfg.dataset,
         "model": cfg.model,
         "method": cfg.method,
+        "ablation": cfg.ablation,
         "seed": cfg.seed,
         "epochs": state["epochs"],
         "source": "ours",
@@ -63,5 +77,26 @@ def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500) -> p
     for variant, model in variants(cfg, state, test, dev).items():
         for k, value in top_k(model, test, dev, cfg.precision, batch_size=batch_size).items():
             rows.append({"suite": "clean", "variant": variant, "metric": f"top{k}", "value": value, "n": len(test)})
+    rows += history_rows(run_dir, cfg)
     run = run_columns(run_dir, cfg, state)
     return frame({**run, **row} for row in rows)
+
+
+def history_rows(run_dir: str | Path, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The run's per-epoch history as ``suite = history`` rows, ``level`` = epoch (see :data:`HISTORY_METRICS`).
+
+    ``val_top1`` is on the ``val_subset`` images; ``lam_*`` are means over the epoch's CutMix batches (empty for
+    epochs without one, and ``lam_attn``/``lam_gap`` for runs that read no attention).
+    """
+    path = Path(run_dir) / HISTORY
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the run directory is incomplete")
+    rows = []
+    for line in path.read_text().splitlines():
+        epoch = json.loads(line)
+        for field, (variant, metric) in HISTORY_METRICS.items():
+            if epoch.get(field) is not None:
+                n = cfg.val_subset if metric == "val_top1" and cfg.val_subset else None
+                rows.append({"suite": "history", "level": epoch["epoch"], "variant": variant, "metric": metric,
+                             "value": float(epoch[field]), "n": n})  # fmt: skip
+    return rows

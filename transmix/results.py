@@ -21,6 +21,7 @@ COLUMNS: tuple[str, ...] = (
     "dataset",
     "model",
     "method",
+    "ablation",
     "seed",
     "epochs",
     "suite",
@@ -39,10 +40,12 @@ COLUMNS: tuple[str, ...] = (
 KEY: tuple[str, ...] = ("study", "run_id", "suite", "setting", "level", "variant", "metric", "source")
 # A suite's protocol point: `setting` names it (a corruption, an attack), `level` measures it (a drop ratio, a grid
 # size, an epsilon, a severity). Rows without one (clean accuracy) leave them empty.
-OPTIONAL = {"setting": "", "level": float("nan")}
+# `ablation` names the ablation point a run belongs to; empty for a study's main runs and for published rows.
+OPTIONAL = {"setting": "", "level": float("nan"), "ablation": ""}
 SOURCES = ("ours", "paper")
 _TEXT = (
     "setting",
+    "ablation",
     "study",
     "run_id",
     "dataset",

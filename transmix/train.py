@@ -209,12 +209,18 @@ def top_k(
     return {k: 100.0 * c / len(data) for k, c in correct.items()}
 
 
+def _epoch_sums() -> dict[str, float]:
+    """What an epoch adds up for its history row (kept in mid-epoch checkpoints)."""
+    return {"loss": 0.0, "cutmix": 0, "lam_area": 0.0, "lam": 0.0, "lam_attn": 0.0, "lam_gap": 0.0, "seconds": 0.0}
+
+
 @dataclass
 class StepOutput:
     loss: torch.Tensor
     mode: str
     lam_area: float
     lam: torch.Tensor | None  # per-sample label weight used, for re-weighted (TransMix CutMix) batches
+    lam_attn: torch.Tensor | None = None  # per-sample attention weight behind ``lam``, same batches
 
 
 class Stepper:
@@ -241,7 +247,9 @@ class Stepper:
         self.cfg, self.model, self.optimizer, self.device = cfg, model, optimizer, device
         self.num_classes = num_classes
         self.spec = mix_spec(cfg.method, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.switch_prob, cfg.mix_prob)
-        self.capture = ClassAttention(capture_model or model) if cfg.method == "transmix" else None
+        self.capture = None
+        if cfg.method == "transmix":
+            self.capture = ClassAttention(capture_model or model, cfg.attn_block, cfg.attn_blocks, cfg.attn_heads)
         self.image_size = image_size
         self.part = part
         self.loss_fn = SoftTargetCrossEntropy()
@@ -255,16 +263,19 @@ class Stepper:
         with autocast(self.device, self.cfg.precision):
             logits = self.model(images)
         lam: float | torch.Tensor = mixed.lam_area
+        lam_attn = None
         if reweight:
             assert self.capture.attn is not None and mixed.box is not None
-            mask = box_mask(mixed.box, self.image_size, self.capture.grid, self.cfg.box_to_grid)
-            lam = transmix_lam(mixed.lam_area, attention_lam(self.capture.attn, mask), self.cfg.area_weight)
+            grid, stride, centered = self.capture.grid, self.capture.stride, self.capture.centered
+            mask = box_mask(mixed.box, self.image_size, grid, self.cfg.box_to_grid, stride, centered)
+            lam_attn = attention_lam(self.capture.attn, mask)
+            lam = transmix_lam(mixed.lam_area, lam_attn, self.cfg.area_weight)
         targets = soft_targets(labels_a, labels_b, self.num_classes, lam, self.cfg.label_smoothing)
         loss = self.loss_fn(logits.float(), targets)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return StepOutput(loss.detach(), mixed.mode, mixed.lam_area, lam if reweight else None)
+        return StepOutput(loss.detach(), mixed.mode, mixed.lam_area, lam if reweight else None, lam_attn)
 
     def _mine(self, batch: torch.Tensor) -> torch.Tensor:
         """This process's slice of a mixed batch (all of it for ``part=(0, 1)``), on the device."""
@@ -371,7 +382,7 @@ def _train(
 
     epoch, step, updates, history = 0, 0, 0, []
     order: torch.Tensor | None = None
-    sums = {"loss": 0.0, "cutmix": 0, "lam_area": 0.0, "lam": 0.0, "seconds": 0.0}
+    sums = _epoch_sums()
     now_sha = git_sha()
     started_sha = now_sha  # the code that started the run; a resume under other code is recorded beside it
     state = load_checkpoint(out, device)
@@ -394,7 +405,7 @@ def _train(
         if ema is not None:
             ema.load_state_dict(state["ema"])
         epoch, updates, history = state["epoch"], state["updates"], state["history"]
-        step, order, sums = state.get("step", 0), state.get("order"), state.get("sums", sums)  # absent before 0.1.1
+        step, order, sums = state.get("step", 0), state.get("order"), {**sums, **state.get("sums", {})}  # older: fewer
         started_sha = state.get("git_sha", started_sha)
         torch.set_rng_state(state["rng_torch"])
         gen.set_state(state["rng_gen"])
@@ -469,7 +480,7 @@ def _train(
                 return out / CHECKPOINT
             if step == 0:  # a new epoch (a resumed one keeps its order and position)
                 order = train_set.epoch_order(gen)  # in memory: a permutation from gen; imagefolder: None
-                sums = {"loss": 0.0, "cutmix": 0, "lam_area": 0.0, "lam": 0.0, "seconds": 0.0}
+                sums = _epoch_sums()
             t0 = time.perf_counter()
             bar = _progress(steps_per_epoch, step, f"epoch {epoch + 1}/{cfg.epochs}", progress)
             stop = False
@@ -493,6 +504,9 @@ def _train(
                     sums["cutmix"] += 1
                     sums["lam_area"] += result.lam_area
                     sums["lam"] += float(result.lam.mean()) if result.lam is not None else result.lam_area
+                    if result.lam_attn is not None:
+                        sums["lam_attn"] += float(result.lam_attn.mean())
+                        sums["lam_gap"] += float((result.lam_attn - result.lam_area).abs().mean())
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}")
@@ -521,6 +535,9 @@ def _train(
                         "cutmix_batches": n_cut,
                         "lam_area_mean": sums["lam_area"] / n_cut if n_cut else None,
                         "lam_label_mean": sums["lam"] / n_cut if n_cut else None,  # label weight on CutMix batches
+                        # TransMix only: the attention's weight, and how far it lies from the area's per sample
+                        "lam_attn_mean": sums["lam_attn"] / n_cut if n_cut and stepper.capture else None,
+                        "lam_gap_mean": sums["lam_gap"] / n_cut if n_cut and stepper.capture else None,
                         "train_seconds": sums["seconds"],
                         "images_per_second": steps_per_epoch * global_batch / sums["seconds"],
                     }

@@ -76,6 +76,12 @@ def test_methods_differ_only_in_labels(fashion_root, tmp_path) -> None:
     assert h["deit"]["lam_area_mean"] == pytest.approx(h["transmix"]["lam_area_mean"])
     assert h["deit"]["lam_label_mean"] == pytest.approx(h["deit"]["lam_area_mean"])
     assert h["transmix"]["lam_label_mean"] != pytest.approx(h["transmix"]["lam_area_mean"], abs=1e-6)
+    # w = 0.5: the label weight is the mean of the area's and the attention's; the gap is per sample, so at least
+    # the gap of the means
+    t = h["transmix"]
+    assert t["lam_label_mean"] == pytest.approx((t["lam_area_mean"] + t["lam_attn_mean"]) / 2)
+    assert t["lam_gap_mean"] >= abs(t["lam_attn_mean"] - t["lam_area_mean"]) - 1e-9 and t["lam_gap_mean"] > 0
+    assert h["deit"]["lam_attn_mean"] is None and h["deit"]["lam_gap_mean"] is None
 
 
 def test_other_config_in_run_dir_is_refused(fashion_root, tmp_path) -> None:

@@ -34,6 +34,9 @@ def test_unknown_key_names_it_and_suggests() -> None:
         ({"method": "transmix", "cutmix_alpha": 0.0}, "needs cutmix_alpha > 0"),
         ({"warmup_epochs": 5, "epochs": 5}, "warmup_epochs=5 must be smaller"),
         ({"box_to_grid": "nearest"}, "box_to_grid='nearest'"),
+        ({"attn_heads": "median"}, "attn_heads='median' is not one of mean, max"),
+        ({"attn_blocks": 0}, "attn_blocks=0 must be >= 1"),
+        ({"method": "deit", "attn_heads": "max"}, "attn_heads set for method=deit: only transmix reads"),
     ],
 )
 def test_bad_values_name_the_key(values: dict, message: str) -> None:
