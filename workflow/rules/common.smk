@@ -8,9 +8,36 @@ from transmix.data import FILES
 
 STUDY = config["study"]
 OVERRIDES = config.get("overrides", {})  # {model: {key: value}}: per-model settings over `train`
-RUN_ID = re.compile(r"^(?P<model>[A-Za-z0-9_.]+?)__(?P<method>[a-z]+)__s(?P<seed>\d+)$")
+RUN_ID = re.compile(r"^(?P<model>[A-Za-z0-9_.]+?)__(?P<method>[a-z]+)__s(?P<seed>\d+)(?:__(?P<ablation>[^_/]\S*))?$")
 ROBUSTNESS = config.get("robustness")  # None: the study runs no robustness suites
-NOTEBOOKS = ["01_main_results"] + (["02_robustness"] if ROBUSTNESS else [])
+ABLATIONS = config.get("ablations")  # None: the study runs no ablation grid
+# Ablation axes that only change how TransMix reads the attention: those points train TransMix alone. Any other axis
+# (switch_prob, cutmix_alpha, ...) changes what both methods see, so its points train every method of the study.
+TRANSMIX_ONLY = ("area_weight", "attn_block", "attn_blocks", "attn_heads", "box_to_grid")
+NOTEBOOKS = (
+    ["01_main_results"]
+    + (["02_robustness"] if ROBUSTNESS else [])
+    + (["03_ablations"] if ABLATIONS else [])
+    + (["04_attention_vs_area"] if "transmix" in config["methods"] else [])
+    + ["05_training_dynamics"]
+)
+
+
+def ablation_points():
+    """``{point: (key, value)}`` for every value of every axis of the study's ablation grid; a point is named
+    ``key=value`` (``area_weight=0.25``), which is also the last part of its runs' run_ids."""
+    if not ABLATIONS:
+        return {}
+    return {f"{key}={value}": (key, value) for key, values in ABLATIONS["axes"].items() for value in values}
+
+
+def ablation_runs(point):
+    """The run_ids of one ablation point: its models x methods x seeds."""
+    key, _ = ablation_points()[point]
+    methods = ["transmix"] if key in TRANSMIX_ONLY else config["methods"]
+    models = ABLATIONS.get("models", config["models"])
+    seeds = ABLATIONS.get("seeds", config["seeds"])
+    return [f"{m}__{meth}__s{s}__{point}" for m in models for meth in methods for s in seeds]
 
 
 def check_train_settings():
@@ -22,18 +49,25 @@ def check_train_settings():
         raise ValueError(f"overrides name model(s) not in `models`: {unknown}; add them to `models` or fix the name")
     for model, values in OVERRIDES.items():
         from_dict({**config["train"], **values, "study": STUDY, "model": model})
+    if ABLATIONS:
+        unknown = sorted(set(ABLATIONS.get("models", [])) - set(config["models"]))
+        if unknown:
+            raise ValueError(f"ablations name model(s) not in `models`: {unknown}")
+        for point, (key, value) in ablation_points().items():
+            if key in ("model", "method", "seed", "study", "ablation", "dataset", "data_dir"):
+                raise ValueError(f"ablation axis {key!r} names the run or its data; ablate a training setting")
+            if value == config["train"].get(key, getattr(TrainConfig, key, None)):
+                raise ValueError(f"ablation point {point} is the study's own setting (its main runs); remove it")
+            for run in ablation_runs(point):
+                run_settings(run)  # a bad key or value of the grid fails here, naming it
 
 
-check_train_settings()
-if ROBUSTNESS:
-    from transmix import robustness as _robustness
-
-    _robustness.from_dict(ROBUSTNESS.get("protocol", {}))  # an unknown protocol key fails here, naming it
 
 
 wildcard_constraints:
     study=re.escape(STUDY),
-    run_id=r"[A-Za-z0-9_.]+__[a-z]+__s\d+",
+    run_id=r"[A-Za-z0-9_.]+__[a-z]+__s\d+(__[a-z_]+=[A-Za-z0-9_.+-]+)?",
+    point=r"[a-z_]+=[A-Za-z0-9_.+-]+",
 
 
 def data_dir():
@@ -100,23 +134,66 @@ def train_launcher(wildcards, resources):
     return "transmix"
 
 
-def train_args(wildcards):
-    """`--set key=value` for the study's train settings, the model's overrides, and this run's model, method and
-    seed, shell-quoted."""
-    match = RUN_ID.match(wildcards.run_id)
+def run_settings(run_id):
+    """Every config key of one run: the study's train settings, the model's overrides, the ablation point's
+    value, and the run's model, method and seed; checked (a bad path is reported before any job starts)."""
+    match = RUN_ID.match(run_id)
     if match is None:
-        raise ValueError(f"run_id {wildcards.run_id!r} is not model__method__s<seed>")
-    model_values = OVERRIDES.get(match["model"], {})
-    values = {**config["train"], **model_values, "study": wildcards.study, **match.groupdict()}
-    values["seed"] = int(values["seed"])
-    from_dict(values)  # a bad model/method in a requested path is reported here, before the job starts
+        raise ValueError(f"run_id {run_id!r} is not model__method__s<seed>[__key=value]")
+    run = match.groupdict()
+    values = {**config["train"], **OVERRIDES.get(run["model"], {}), "study": STUDY}
+    if run["ablation"]:
+        if run["ablation"] not in ablation_points():
+            raise ValueError(f"{run['ablation']!r} is not a point of the study's ablation grid: {list(ablation_points())}")
+        key, value = ablation_points()[run["ablation"]]
+        values.update({key: value, "ablation": run["ablation"]})
+    values.update(model=run["model"], method=run["method"], seed=int(run["seed"]))
+    from_dict(values)
+    return values
+
+
+def train_args(wildcards):
+    """`--set key=value` for every setting of the run (:func:`run_settings`), shell-quoted."""
+    values = run_settings(wildcards.run_id)
     return " ".join(f"--set {shlex.quote(f'{key}={value}')}" for key, value in values.items())
 
 
 def evaluation_csvs(wildcards):
+    """Every table the study's results.csv is collected from: each main run's, and each ablation point's."""
     stages = ["evaluate"] + (["robustness"] if ROBUSTNESS else [])
-    return [f"results/{wildcards.study}/{stage}/{run}.csv" for stage in stages for run in run_ids()]
+    main = [f"results/{wildcards.study}/{stage}/{run}.csv" for stage in stages for run in run_ids()]
+    return main + [f"results/{wildcards.study}/ablations/{point}.csv" for point in ablation_points()]
+
+
+def ablation_csvs(wildcards):
+    return [f"results/{wildcards.study}/evaluate/{run}.csv" for run in ablation_runs(wildcards.point)]
+
+
+ON_RUNS = ("04_attention_vs_area", "05_training_dynamics")  # notebooks that read the runs' directories
+
+
+def notebook_args(wildcards):
+    """papermill parameters: the study's table, and the runs' directory for the notebooks that read it."""
+    args = f"-p results_csv {shlex.quote(f'results/{wildcards.study}/results.csv')} -p study {shlex.quote(STUDY)}"
+    if wildcards.name in ON_RUNS:
+        args += f" -p runs_dir {shlex.quote(f'results/{wildcards.study}/train')}"
+    return args
+
+
+def notebook_inputs(wildcards):
+    """What a notebook reads: the study's table; the notebooks on training read the main runs' directories."""
+    inputs = [f"results/{wildcards.study}/results.csv", f"notebooks/{wildcards.name}.ipynb"]
+    if wildcards.name in ON_RUNS:
+        inputs += [f"results/{wildcards.study}/train/{run}/final.pt" for run in run_ids()]
+    return inputs
 
 
 def notebook_targets():
     return [f"results/{STUDY}/notebooks/{name}.{ext}" for name in NOTEBOOKS for ext in ("ipynb", "html")]
+
+
+check_train_settings()
+if ROBUSTNESS:
+    from transmix import robustness as _robustness
+
+    _robustness.from_dict(ROBUSTNESS.get("protocol", {}))  # an unknown protocol key fails here, naming it

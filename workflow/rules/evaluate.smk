@@ -19,6 +19,24 @@ rule evaluate:
         "transmix evaluate --run {params.run:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
 
 
+rule ablation:
+    """One point of the ablation grid: its runs' tables together (ask for this file to run one point)."""
+    input:
+        ablation_csvs,
+    output:
+        "results/{study}/ablations/{point}.csv",
+    log:
+        "results/{study}/logs/ablations/{point}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../../environment.yml"
+    shell:
+        "transmix collect --no-paper --out {output:q} {input:q} > {log:q} 2>&1"
+
+
 rule collect:
     """One validated table for the study, with the published numbers beside ours."""
     input:

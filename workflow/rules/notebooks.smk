@@ -1,13 +1,14 @@
 rule notebook:
     """Execute a notebook on the study's table with papermill, then render it to HTML."""
     input:
-        table="results/{study}/results.csv",
-        notebook="notebooks/{name}.ipynb",
+        notebook_inputs,
     output:
         ipynb="results/{study}/notebooks/{name}.ipynb",
         html=report("results/{study}/notebooks/{name}.html", caption="../report/notebook.rst", category="Notebooks"),
     params:
         outdir="results/{study}/notebooks",
+        notebook="notebooks/{name}.ipynb",
+        args=notebook_args,
     log:
         "results/{study}/logs/notebooks/{name}.log",
     threads: 1
@@ -17,6 +18,5 @@ rule notebook:
     conda:
         "../../environment.yml"
     shell:
-        "(papermill {input.notebook:q} {output.ipynb:q} --cwd . -p results_csv {input.table:q} "
-        "-p study {wildcards.study:q} "
+        "(papermill {params.notebook:q} {output.ipynb:q} --cwd . {params.args} "
         "&& jupyter nbconvert --to html --output-dir {params.outdir:q} {output.ipynb:q}) > {log:q} 2>&1"
