@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -42,6 +43,7 @@ KEY: tuple[str, ...] = ("study", "run_id", "suite", "setting", "level", "variant
 # size, an epsilon, a severity). Rows without one (clean accuracy) leave them empty.
 # `ablation` names the ablation point a run belongs to; empty for a study's main runs and for published rows.
 OPTIONAL = {"setting": "", "level": float("nan"), "ablation": ""}
+OPTIONAL_TEXT = ("setting", "ablation")
 SOURCES = ("ours", "paper")
 _TEXT = (
     "setting",
@@ -92,7 +94,8 @@ def validate(df: pd.DataFrame) -> pd.DataFrame:
             raise SchemaError(f"column {col} is empty in {int(empty.sum())} row(s), e.g. {df[empty].iloc[0].to_dict()}")
     df["value"] = pd.to_numeric(df["value"], errors="raise").astype(float)
     df["level"] = pd.to_numeric(df["level"], errors="raise").astype(float)
-    df["setting"] = df["setting"].astype("string").fillna("")
+    for col in OPTIONAL_TEXT:  # CSV reads an empty cell as NA; these are "" when absent
+        df[col] = df[col].astype("string").fillna("")
     ours = df["source"] == "ours"
     if df.loc[ours, "value"].isna().any():
         raise SchemaError("a measured (source=ours) row has no value")
@@ -158,3 +161,14 @@ def git_sha(cwd: str | Path | None = None) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def save_figure(fig: Any, directory: str | Path, name: str) -> Path | None:
+    """Keep a notebook's figure as ``<directory>/<name>.png`` (nothing when ``directory`` is empty), so that
+    ``snakemake --report`` can collect every figure beside the rendered notebooks."""
+    if not directory:
+        return None
+    path = Path(directory) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path

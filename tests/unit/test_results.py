@@ -81,4 +81,8 @@ def test_tables_without_protocol_columns_still_read(tmp_path) -> None:
     # per-run clean-accuracy tables carry no protocol point; both columns take their empty defaults
     pd.DataFrame([row()]).to_csv(tmp_path / "old.csv", index=False)
     df = read(tmp_path / "old.csv")
-    assert df["setting"].iloc[0] == "" and pd.isna(df["level"].iloc[0])
+    assert df["setting"].iloc[0] == "" and pd.isna(df["level"].iloc[0]) and df["ablation"].iloc[0] == ""
+    # written and read back, an empty text cell stays "" (CSV would read it as NA, and `== ""` would fail)
+    write(df, tmp_path / "new.csv")
+    again = read(tmp_path / "new.csv")
+    assert (again["ablation"] == "").all() and (again["setting"] == "").all()

@@ -43,7 +43,8 @@ def test_dry_run_lists_the_default_study(pipeline) -> None:
     result = snakemake(pipeline, "-n")
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
-    assert job_counts(out) == {"all": 1, "collect": 1, "data": 1, "evaluate": 6, "notebook": 1, "train": 6, "total": 16}
+    # notebooks 01 (main result), 04 (attention vs area) and 05 (training dynamics)
+    assert job_counts(out) == {"all": 1, "collect": 1, "data": 1, "evaluate": 6, "notebook": 3, "train": 6, "total": 18}
     for method in ("deit", "transmix"):
         for seed in range(3):
             assert f"results/default/train/vit_micro_patch4_28__{method}__s{seed}/final.pt" in out
@@ -53,6 +54,46 @@ def test_one_target_runs_only_its_jobs(pipeline) -> None:
     result = snakemake(pipeline, "-n", f"results/default/evaluate/{RUN}.csv")
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout + result.stderr) == {"data": 1, "evaluate": 1, "train": 1, "total": 3}
+
+
+def test_the_ablation_grid_and_one_point_as_one_target(pipeline) -> None:
+    config = ("--configfile", "workflow/config/ablations.yaml")
+    whole = snakemake(pipeline, "-n", *config)
+    assert whole.returncode == 0, whole.stderr
+    # 6 main runs; 9 TransMix-only points (w, block, k, heads) x 3 seeds; 3 points of both methods x 2 x 3 seeds
+    counts = job_counts(whole.stdout + whole.stderr)
+    assert counts["train"] == counts["evaluate"] == 6 + 9 * 3 + 3 * 2 * 3 and counts["ablation"] == 12
+
+    point = "results/ablations/ablations/attn_block=-2.csv"
+    one = snakemake(pipeline, "-n", "-p", point, *config)
+    assert one.returncode == 0, one.stderr
+    out = one.stdout + one.stderr
+    assert job_counts(out) == {"data": 1, "train": 3, "evaluate": 3, "ablation": 1, "total": 8}
+    trained = set(re.findall(r"results/ablations/train/(\S+)/final\.pt", out))
+    assert trained == {f"vit_micro_patch4_28__transmix__s{seed}__attn_block=-2" for seed in range(3)}
+    assert "--set attn_block=-2 " in out and "--set ablation=attn_block=-2 " in out
+
+    both = snakemake(pipeline, "-n", "results/ablations/ablations/switch_prob=0.8.csv", *config)
+    assert job_counts(both.stdout + both.stderr)["train"] == 6  # deit and transmix: the gain at this value
+
+
+@pytest.mark.parametrize(
+    ("axes", "message"),
+    [
+        ("    area_weight: [0.5]\n", "area_weight=0.5 is the study's own setting"),
+        ("    model: [deit_tiny_patch16_224]\n", "names the run or its data"),
+        ("    attn_head: [max]\n", "did you mean `attn_heads`"),
+        ("    attn_blocks: [0]\n", "attn_blocks=0 must be >= 1"),
+    ],
+)
+def test_bad_ablation_grid_fails_before_any_job(pipeline, axes: str, message: str) -> None:
+    config = pipeline / "workflow/config/ablations.yaml"
+    text = config.read_text()
+    start = text.index("  axes:")
+    end = text.index("resources:")
+    config.write_text(text[:start] + "  axes:\n" + axes + text[end:])
+    result = snakemake(pipeline, "-n", "--configfile", str(config))
+    assert result.returncode != 0 and message in result.stdout + result.stderr, result.stderr[-2000:]
 
 
 def test_lint_is_clean() -> None:
@@ -85,7 +126,12 @@ def test_smoke_study_end_to_end(pipeline) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
     table = read(cwd / "results/smoke/results.csv")
-    ours = table[(table.source == "ours") & (table.suite == "clean")]
+    points = table[(table.source == "ours") & (table.ablation != "") & (table.suite == "clean")]
+    assert points.groupby("ablation").run_id.nunique().to_dict() == {
+        "area_weight=0.0": 1, "attn_heads=max": 1, "switch_prob=0.8": 2}  # fmt: skip
+    history = table[(table.suite == "history") & (table.metric == "lam_gap_mean")]
+    assert set(history.method) == {"transmix"} and (history.value > 0).all()
+    ours = table[(table.source == "ours") & (table.suite == "clean") & (table.ablation == "")]
     assert len(ours) == 6 * 2 * 2  # runs x {raw, ema} x {top1, top5}
     robust = table[(table.source == "ours") & ~table.suite.isin(["clean", "history"])]
     assert set(robust.suite) == {"occlusion", "shuffle", "adversarial", "ood", "corruption"}
@@ -94,16 +140,31 @@ def test_smoke_study_end_to_end(pipeline) -> None:
     assert ours.config_hash.nunique() == 6 and (ours.study == "smoke").all()
     assert (table.source == "paper").sum() > 0
 
-    for name in ("01_main_results", "02_robustness"):
+    figures = {
+        "01_main_results": {"top1_by_method"},
+        "02_robustness": {"occlusion", "shuffle", "corruption"},
+        "03_ablations": {"ablation_axes"},
+        "04_attention_vs_area": {"fig1_pairs", "area_vs_attention", "gap_during_training"},
+        "05_training_dynamics": {"loss_and_top1", "throughput"},
+    }
+    for name, expected in figures.items():
         notebook = json.loads((cwd / f"results/smoke/notebooks/{name}.ipynb").read_text())
         outputs = [o for cell in notebook["cells"] if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
         assert not [o for o in outputs if o["output_type"] == "error"], name
         assert any("image/png" in o.get("data", {}) for o in outputs), f"{name}: a figure was rendered"
+        saved = {p.stem for p in (cwd / f"results/smoke/figures/{name}").glob("*.png")}
+        assert expected <= saved, (name, saved)
     html = (cwd / "results/smoke/notebooks/01_main_results.html").read_text()
     assert "transmix" in html and "DeiT-S" in html
 
     again = snakemake(cwd, "--cores", "2", "--configfile", "workflow/config/smoke.yaml")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    report = snakemake(cwd, "--configfile", "workflow/config/smoke.yaml", "--report", "report.html")
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (cwd / "report.html").read_text()
+    for caption in ("The paper's Fig. 1 on real test images", "Top-1 at every value of each ablation axis"):
+        assert caption in html, caption
 
 
 def test_multi_gpu_jobs_use_torchrun_and_config_values_reach_the_shell_quoted(pipeline) -> None:
@@ -138,8 +199,8 @@ def test_dry_run_of_the_imagenet_study_needs_no_data(pipeline) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
     runs = len(IMAGENET_MODELS) * 2
-    assert job_counts(out) == {"all": 1, "collect": 1, "data": 1, "evaluate": runs, "notebook": 1, "train": runs,
-                               "total": 2 * runs + 4}  # fmt: skip
+    assert job_counts(out) == {"all": 1, "collect": 1, "data": 1, "evaluate": runs, "notebook": 3, "train": runs,
+                               "total": 2 * runs + 6}  # fmt: skip
     trained = set(re.findall(r"results/imagenet/train/(\S+)/final\.pt", out))
     assert trained == {f"{model}__{method}__s0" for model in IMAGENET_MODELS for method in ("deit", "transmix")}
     assert "transmix data --check --root /path/to/imagenet" in out  # the data job checks; nothing is read now

@@ -1,4 +1,5 @@
 # Helpers only: paths and command-line arguments built from the config. No rules here.
+import json
 import re
 import shlex
 from pathlib import Path
@@ -174,9 +175,14 @@ ON_RUNS = ("04_attention_vs_area", "05_training_dynamics")  # notebooks that rea
 
 def notebook_args(wildcards):
     """papermill parameters: the study's table, and the runs' directory for the notebooks that read it."""
-    args = f"-p results_csv {shlex.quote(f'results/{wildcards.study}/results.csv')} -p study {shlex.quote(STUDY)}"
+    base = f"results/{wildcards.study}"
+    args = f"-p results_csv {shlex.quote(f'{base}/results.csv')} -p study {shlex.quote(STUDY)}"
+    args += f" -p figures_dir {shlex.quote(f'{base}/figures/{wildcards.name}')}"
     if wildcards.name in ON_RUNS:
-        args += f" -p runs_dir {shlex.quote(f'results/{wildcards.study}/train')}"
+        args += f" -p runs_dir {shlex.quote(f'{base}/train')}"
+    if wildcards.name == "03_ablations":  # the study's own value of each axis: the reference point on every plot
+        own = {key: config["train"].get(key, getattr(TrainConfig, key)) for key in ABLATIONS["axes"]}
+        args += f" -y {shlex.quote(json.dumps({'axis_defaults': own}))}"
     return args
 
 

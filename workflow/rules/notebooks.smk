@@ -1,10 +1,17 @@
 rule notebook:
-    """Execute a notebook on the study's table with papermill, then render it to HTML."""
+    """Execute a notebook on the study's table with papermill, render it to HTML, keep its figures as PNG."""
     input:
         notebook_inputs,
     output:
         ipynb="results/{study}/notebooks/{name}.ipynb",
         html=report("results/{study}/notebooks/{name}.html", caption="../report/notebook.rst", category="Notebooks"),
+        figures=report(
+            directory("results/{study}/figures/{name}"),
+            patterns=["{figure}.png"],
+            caption="../report/figure.rst",
+            category="Figures",
+            subcategory="{name}",
+        ),
     params:
         outdir="results/{study}/notebooks",
         notebook="notebooks/{name}.ipynb",
@@ -18,5 +25,5 @@ rule notebook:
     conda:
         "../../environment.yml"
     shell:
-        "(papermill {params.notebook:q} {output.ipynb:q} --cwd . {params.args} "
+        "(mkdir -p {output.figures:q} && papermill {params.notebook:q} {output.ipynb:q} --cwd . {params.args} "
         "&& jupyter nbconvert --to html --output-dir {params.outdir:q} {output.ipynb:q}) > {log:q} 2>&1"

@@ -1,0 +1,102 @@
+"""CutMix pairs through a trained TransMix run: the class token's attention and both label weights (Fig. 1).
+
+The paper's Fig. 1 pastes a box of one image into another and shows that the pasted area's share and the
+share of the class token's attention can disagree. :func:`cutmix_pairs` does this with real test images and a
+trained run's weights, with the same sampling (:func:`transmix.mixing.mix_batch`) and the same attention read
+and box-to-grid rule as its training, so every number in notebook 04 is what that run's training would have used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from transmix.attention import ClassAttention
+from transmix.data import ImageFolderSplit, TensorDataset, load_split
+from transmix.evaluate import load_final, variants
+from transmix.mixing import MixSpec, attention_lam, box_mask, mix_batch
+from transmix.train import resolve_device
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One CutMix pair: ``mixed`` is ``image_a`` with ``box`` pasted from ``image_b``.
+
+    ``lam_area`` and ``lam_attn`` are the weights of ``label_a`` by pasted area and by the class token's attention;
+    ``attention`` is that attention over the token grid, ``(gh, gw)``, normalised over patches.
+    """
+
+    image_a: torch.Tensor  # images as matplotlib shows them: (H, W) grey or (H, W, 3) in [0, 1]
+    image_b: torch.Tensor
+    mixed: torch.Tensor
+    label_a: int
+    label_b: int
+    box: tuple[int, int, int, int]
+    attention: torch.Tensor
+    lam_area: float
+    lam_attn: float
+
+
+@torch.no_grad()
+def cutmix_pairs(
+    run_dir: str | Path, count: int, seed: int = 0, variant: str = "ema", device: str = "cpu"
+) -> list[Pair]:
+    """``count`` CutMix pairs of test images (Beta(``cutmix_alpha``) boxes, as the run trained) and what the run's
+    ``variant`` weights (``raw`` or ``ema``) make of them. The attention is read with the run's ``attn_*`` settings
+    (a ``deit`` run: the released defaults, so its attention can be compared too).
+
+    Raises:
+        ValueError: for an unknown variant.
+    """
+    dev = resolve_device(device)
+    cfg, state = load_final(run_dir, dev)
+    test = load_split(cfg.replace(val_subset=0), train=False)
+    models = variants(cfg, state, test, dev)
+    if variant not in models:
+        raise ValueError(f"variant={variant!r}: the run has {sorted(models)}")
+    model = models[variant]
+    capture = ClassAttention(model, cfg.attn_block, cfg.attn_blocks, cfg.attn_heads)
+    capture.enabled = True
+    spec = MixSpec(cutmix_alpha=cfg.cutmix_alpha)
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randperm(len(test), generator=gen)[: 2 * count].view(count, 2)
+    out = []
+    for a, b in picks.tolist():
+        (image_a, label_a), (image_b, label_b) = _sample(test, a), _sample(test, b)
+        x, y = torch.stack((image_a, image_b)), torch.tensor([label_a, label_b])
+        mixed = mix_batch(x, y, spec, gen)  # sample 0 = image a with the box from b (its flip partner)
+        model(mixed.images.to(dev))
+        mask = box_mask(mixed.box, tuple(x.shape[-2:]), capture.grid, cfg.box_to_grid, capture.stride, capture.centered)
+        attn = capture.attn[:1]
+        out.append(
+            Pair(
+                image_a=_for_display(x[0]),
+                image_b=_for_display(x[1]),
+                mixed=_for_display(mixed.images[0]),
+                label_a=int(y[0]),
+                label_b=int(y[1]),
+                box=mixed.box,
+                attention=(attn[0] / attn[0].sum()).view(capture.grid).cpu(),
+                lam_area=mixed.lam_area,
+                lam_attn=float(attention_lam(attn, mask)[0]),
+            )
+        )
+    capture.remove()
+    return out
+
+
+def _sample(test: TensorDataset | ImageFolderSplit, index: int) -> tuple[torch.Tensor, int]:
+    """One normalised test image ``(C, H, W)`` and its label, from either dataset."""
+    if isinstance(test, TensorDataset):
+        return test.images[index], int(test.labels[index])
+    image, label = test[index]
+    return image, int(label)
+
+
+def _for_display(image: torch.Tensor) -> torch.Tensor:
+    """A normalised ``(C, H, W)`` image as ``(H, W)`` (one channel) or ``(H, W, 3)`` scaled to [0, 1]."""
+    image = image.float().cpu()
+    image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-12)
+    return image[0] if image.shape[0] == 1 else image.permute(1, 2, 0)
