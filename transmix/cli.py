@@ -18,6 +18,7 @@ stages (the order the Snakemake pipeline runs them):
   transmix evaluate --run DIR --out CSV  top-1/top-5 of the raw and EMA weights as tidy rows
   transmix collect --out CSV CSV...    one validated table per study, with the published numbers
   transmix bench                       step time of deit vs transmix, side by side
+  transmix cost --config STUDY.yaml    GPU-hours of a study from counted FLOPs and a GPU's throughput
 
 example: transmix train --out runs/try --set method=transmix --set epochs=2 --set train_subset=5000
 """
@@ -103,6 +104,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         num_classes=args.num_classes,
     )
     print(format_table(results, cfg, torch.get_num_threads()))
+    return 0
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    from transmix.cost import format_table, study_cost
+
+    if args.tflops <= 0:
+        raise config_mod.ConfigError(f"--tflops {args.tflops} must be > 0")
+    print(format_table(study_cost(args.config, args.tflops, args.images), args.tflops, args.images))
     return 0
 
 
@@ -219,6 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="any train config key, e.g. device=cuda precision=bf16",
     )
     p.set_defaults(func=cmd_bench)
+
+    from transmix.cost import IMAGENET_TRAIN_IMAGES
+
+    p = sub.add_parser(
+        "cost",
+        help="GPU-hours of a study from counted FLOPs",
+        description="GPU-hours per model of a study config: 3 x the forward FLOPs of one image (counted on the "
+        "real timm model at the study's img_size) x images x epochs, at --tflops sustained training throughput. "
+        "Measure that throughput on the GPU with `transmix bench --set device=cuda --set precision=bf16` "
+        "(images/s x 3 x GFLOPs / 1000 = TFLOP/s), or state the assumption with the figures.",
+    )
+    p.add_argument("--config", required=True, type=Path, help="a study config, e.g. workflow/config/imagenet.yaml")
+    p.add_argument("--tflops", type=float, required=True, help="sustained training TFLOP/s of one GPU")
+    p.add_argument("--images", type=int, default=IMAGENET_TRAIN_IMAGES, help="training images per epoch")
+    p.set_defaults(func=cmd_cost)
     return parser
 
 
