@@ -63,8 +63,6 @@ def check_train_settings():
                 run_settings(run)  # a bad key or value of the grid fails here, naming it
 
 
-
-
 wildcard_constraints:
     study=re.escape(STUDY),
     run_id=r"[A-Za-z0-9_.]+__[a-z]+__s\d+(__[a-z_]+=[A-Za-z0-9_.+-]+)?",
