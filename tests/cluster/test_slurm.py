@@ -52,22 +52,24 @@ def slurm_jobs(env: dict[str, str]) -> list[str]:
 
 def test_smoke_study_runs_through_slurm(slurm, pipeline) -> None:
     cwd = pipeline
-    config = cwd / "workflow/config/smoke.yaml"  # one seed: the whole DAG, 7 SLURM jobs, fewer polling rounds
-    text = config.read_text().split("robustness:")[0]  # the robustness suites are covered by the local smoke run
+    config = cwd / "workflow/config/smoke.yaml"  # one seed: the whole DAG, 9 SLURM jobs, fewer polling rounds
+    # the ablation grid and the robustness suites (the sections after `ablations:`) are covered by the local smoke run
+    text = config.read_text().split("ablations:")[0]
     config.write_text(text.replace("seeds: [0, 1, 2]", "seeds: [0]"))
     proc = snakemake_slurm(cwd, slurm, "--configfile", str(config))
     out, _ = proc.communicate()
     assert proc.returncode == 0, out[-4000:]
     table = read(cwd / "results/smoke/results.csv")
-    assert len(table[table.source == "ours"]) == 8
-    assert (cwd / "results/smoke/notebooks/01_main_results.html").exists()
+    assert len(table[(table.source == "ours") & (table.suite == "clean")]) == 8  # 2 runs x {raw, ema} x {top1, top5}
+    for name in ("01_main_results", "04_attention_vs_area", "05_training_dynamics"):
+        assert (cwd / f"results/smoke/notebooks/{name}.html").exists(), name
     # the plugin names each job's log after its SLURM job id: one per job, every rule but the local `all`
     logs = {d.name: sorted(p.stem for p in d.rglob("*.log")) for d in (cwd / ".snakemake/slurm_logs").iterdir()}
     assert {rule: len(ids) for rule, ids in logs.items()} == {
-        "rule_data": 1, "rule_train": 2, "rule_evaluate": 2, "rule_collect": 1, "rule_notebook": 1
+        "rule_data": 1, "rule_train": 2, "rule_evaluate": 2, "rule_collect": 1, "rule_notebook": 3
     }  # fmt: skip
     ids = [int(i) for found in logs.values() for i in found]
-    assert len(set(ids)) == 7
+    assert len(set(ids)) == 9
 
 
 def test_preempted_training_job_resumes_on_retry(slurm, pipeline) -> None:
