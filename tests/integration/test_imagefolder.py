@@ -75,10 +75,15 @@ def test_train_and_evaluate_one_epoch(tree, tmp_path) -> None:
     assert history["lam_label_mean"] != pytest.approx(history["lam_area_mean"], abs=1e-6)  # re-weighted by attention
     assert 0 <= history["val_top1"] <= 100 and history["val_top1_ema"] is not None
 
-    df = clean(tmp_path / "run", device="cpu")
+    rows = clean(tmp_path / "run", device="cpu")
+    df = rows[rows.suite == "clean"]
     assert set(df.variant) == {"raw", "ema"} and set(df.metric) == {"top1", "top5"}
-    assert (df.n == 3 * PER_CLASS["val"]).all() and (df.dataset == "imagefolder").all()
+    assert (df.n == 3 * PER_CLASS["val"]).all() and (rows.dataset == "imagefolder").all()
     assert df[df.metric == "top5"].value.eq(100.0).all()  # 3 classes: every label is in the top 5
+    history = rows[rows.suite == "history"]  # the one epoch's history, beside the test rows
+    assert set(history.level) == {1} and {"train_loss", "val_top1", "lam_attn_mean", "lam_gap_mean"} <= set(
+        history.metric
+    )
 
 
 def test_splits_share_the_class_map_and_shapes(tree) -> None:

@@ -92,7 +92,14 @@ def test_other_config_in_run_dir_is_refused(fashion_root, tmp_path) -> None:
 
 def test_evaluate_rows(fashion_root, tmp_path) -> None:
     train(tiny(fashion_root, epochs=1, study="s1"), tmp_path / "m__transmix__s0", progress=False)
-    df = clean(tmp_path / "m__transmix__s0", device="cpu")
+    rows = clean(tmp_path / "m__transmix__s0", device="cpu")
+    history = rows[rows.suite == "history"]  # one epoch: loss, val top-1 raw and EMA, lambdas, throughput
+    assert set(history.level) == {1} and (history.n.isna() | (history.n == 128)).all()
+    assert sorted(zip(history.variant, history.metric, strict=True))[:2] == [
+        ("ema", "val_top1"),
+        ("raw", "images_per_second"),
+    ]
+    df = rows[rows.suite == "clean"]
     assert sorted(zip(df.variant, df.metric, strict=True)) == [
         ("ema", "top1"),
         ("ema", "top5"),
