@@ -28,6 +28,8 @@ import torch
 from timm.models.cait import ClassAttn
 from torch import nn
 
+from transmix.mixing import Box, attention_lam, box_mask
+
 
 @dataclass(frozen=True)
 class Target:
@@ -147,8 +149,6 @@ HEADS = ("mean", "max")
 def combine(rows: list[torch.Tensor], heads: str, num_prefix_tokens: int) -> torch.Tensor:
     """``(B, N_patches)`` from per-block class-token rows ``(B, H, N)``: heads by mean or max, then blocks by
     mean. Rows of the max are not normalised; :func:`transmix.mixing.attention_lam` normalises over patches."""
-    if heads not in HEADS:
-        raise ValueError(f"attn_heads={heads!r} is not one of {HEADS}")
     per_block = [row.mean(dim=1) if heads == "mean" else row.amax(dim=1) for row in rows]
     return torch.stack(per_block).mean(dim=0)[:, num_prefix_tokens:]
 
@@ -176,6 +176,14 @@ class _Capture:
             self.attn = combine(self._rows, self.heads, self.num_prefix_tokens)
             self._rows = []
             _check_grid(self.attn, self.grid)
+
+    def lam(self, box: Box, image_size: tuple[int, int], how: str) -> torch.Tensor:
+        """TransMix's ``lam_attn`` of the last captured batch, ``(B,)``: the share of the attention outside the
+        pasted ``box``, laid on this capture's token grid by the network's stride (:func:`box_mask`, ``how`` =
+        ``box_to_grid``)."""
+        if self.attn is None:
+            raise RuntimeError("no attention captured yet: run a forward pass with `enabled = True` first")
+        return attention_lam(self.attn, box_mask(box, image_size, self.grid, how, self.stride, self.centered))
 
 
 class ClassAttention(_Capture):

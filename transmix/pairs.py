@@ -16,7 +16,7 @@ import torch
 from transmix.attention import ClassAttention
 from transmix.data import ImageFolderSplit, TensorDataset, load_split
 from transmix.evaluate import load_final, variants
-from transmix.mixing import MixSpec, attention_lam, box_mask, mix_batch
+from transmix.mixing import MixSpec, mix_batch
 from transmix.train import resolve_device
 
 
@@ -68,8 +68,7 @@ def cutmix_pairs(
         x, y = torch.stack((image_a, image_b)), torch.tensor([label_a, label_b])
         mixed = mix_batch(x, y, spec, gen)  # sample 0 = image a with the box from b (its flip partner)
         model(mixed.images.to(dev))
-        mask = box_mask(mixed.box, tuple(x.shape[-2:]), capture.grid, cfg.box_to_grid, capture.stride, capture.centered)
-        attn = capture.attn[:1]
+        attn = capture.attn[0]
         out.append(
             Pair(
                 image_a=_for_display(x[0]),
@@ -78,9 +77,9 @@ def cutmix_pairs(
                 label_a=int(y[0]),
                 label_b=int(y[1]),
                 box=mixed.box,
-                attention=(attn[0] / attn[0].sum()).view(capture.grid).cpu(),
+                attention=(attn / attn.sum()).view(capture.grid).cpu(),
                 lam_area=mixed.lam_area,
-                lam_attn=float(attention_lam(attn, mask)[0]),
+                lam_attn=float(capture.lam(mixed.box, tuple(x.shape[-2:]), cfg.box_to_grid)[0]),
             )
         )
     capture.remove()

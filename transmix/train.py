@@ -50,7 +50,7 @@ from transmix.atomic import atomic_open
 from transmix.attention import ClassAttention
 from transmix.config import TrainConfig
 from transmix.data import CorruptImage, ImageFolderSplit, TensorDataset, load_split
-from transmix.mixing import attention_lam, box_mask, mix_batch, mix_spec, soft_targets, transmix_lam
+from transmix.mixing import mix_batch, mix_spec, soft_targets, transmix_lam
 from transmix.models import create_model
 from transmix.results import git_sha
 
@@ -265,10 +265,8 @@ class Stepper:
         lam: float | torch.Tensor = mixed.lam_area
         lam_attn = None
         if reweight:
-            assert self.capture.attn is not None and mixed.box is not None
-            grid, stride, centered = self.capture.grid, self.capture.stride, self.capture.centered
-            mask = box_mask(mixed.box, self.image_size, grid, self.cfg.box_to_grid, stride, centered)
-            lam_attn = attention_lam(self.capture.attn, mask)
+            assert mixed.box is not None  # CutMix batches carry their box
+            lam_attn = self.capture.lam(mixed.box, self.image_size, self.cfg.box_to_grid)
             lam = transmix_lam(mixed.lam_area, lam_attn, self.cfg.area_weight)
         targets = soft_targets(labels_a, labels_b, self.num_classes, lam, self.cfg.label_smoothing)
         loss = self.loss_fn(logits.float(), targets)
