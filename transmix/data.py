@@ -208,6 +208,8 @@ def eval_batches(data: TensorDataset, batch_size: int) -> Iterator[tuple[torch.T
 LAYOUT = "DIR/train/<class>/<image> and DIR/val/<class>/<image> (class folders named alike in both; .jpg/.jpeg/.png)"
 SPLITS = ("train", "val")
 INTERPOLATION = "bicubic"  # DeiT's (and the TransMix release's) resize filter, for training and evaluation
+IMAGE_MEAN = (0.485, 0.456, 0.406)  # timm's IMAGENET_DEFAULT_MEAN / _STD: every imagefolder run's normalisation
+IMAGE_STD = (0.229, 0.224, 0.225)
 RE_MODE = "pixel"  # DeiT's random-erasing fill (per-pixel normal noise); off unless `reprob` > 0
 
 
@@ -266,17 +268,6 @@ def image_folder_classes(root: str | Path) -> dict[str, int]:
     return {name: index for index, name in enumerate(classes["train"])}
 
 
-def _list_images(folder: Path, classes: dict[str, int]) -> list[tuple[str, int]]:
-    """``(path, label)`` of every image timm's folder reader finds (the files training will read)."""
-    from timm.data.readers.reader_image_folder import find_images_and_targets
-
-    samples, _ = find_images_and_targets(str(folder), class_to_idx=classes)
-    if not samples:
-        raise DatasetMissing(f"{folder} holds no images (.jpg/.jpeg/.png) in its class folders; "
-                             f"dataset=imagefolder expects {LAYOUT}")  # fmt: skip
-    return samples
-
-
 def _decode_error(path: str) -> str | None:
     try:
         decode_image(path)
@@ -297,7 +288,7 @@ def check_image_folder(root: str | Path, workers: int | None = None) -> dict[str
             pass finds every file to replace.
     """
     classes = image_folder_classes(root)
-    paths = {split: [path for path, _ in _list_images(Path(root) / split, classes)] for split in SPLITS}
+    paths = {split: [path for path, _ in list_images(Path(root) / split, classes)[0]] for split in SPLITS}
     every = [path for split in SPLITS for path in paths[split]]
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         errors = [e for e in pool.map(_decode_error, every, chunksize=64) if e is not None]
@@ -307,7 +298,41 @@ def check_image_folder(root: str | Path, workers: int | None = None) -> dict[str
     return {"train": len(paths["train"]), "val": len(paths["val"]), "classes": len(classes)}
 
 
-class ImageFolderSplit(torch.utils.data.Dataset):
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files with their labels, decoded strictly (:func:`decode_image`) and transformed: ``(tensor, label)``."""
+
+    def __init__(self, samples: list[tuple[str, int]], transform: Callable[[Image.Image], torch.Tensor]):
+        self.samples = samples
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, target = self.samples[index]
+        return self.transform(decode_image(path)), target
+
+
+def list_images(
+    folder: str | Path, classes: dict[str, int] | None = None
+) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """``(path, label)`` of every image in the class folders of ``folder`` (timm's folder reader, natural order),
+    and the class map used: ``classes`` (folder name -> label) when given, else the folders' own natural order.
+
+    Raises:
+        DatasetMissing: ``folder`` does not exist or holds no images in class folders.
+    """
+    from timm.data.readers.reader_image_folder import find_images_and_targets
+
+    if not Path(folder).is_dir():
+        raise DatasetMissing(f"{folder} does not exist; expected a folder of class folders holding images")
+    samples, found = find_images_and_targets(str(folder), class_to_idx=classes)
+    if not samples:
+        raise DatasetMissing(f"{folder} holds no images (.jpg/.jpeg/.png) in class folders")
+    return samples, found
+
+
+class ImageFolderSplit(ImageFiles):
     """One split of a class-folder tree, batched by a ``DataLoader`` per epoch.
 
     timm's ``create_dataset`` lists the files (its folder reader, with the class map of ``train/``) and
@@ -349,18 +374,10 @@ class ImageFolderSplit(torch.utils.data.Dataset):
         except RuntimeError as err:  # timm's folder reader: "Found 0 images in subfolders of ..."
             raise DatasetMissing(f"{folder} holds no images in its class folders ({err}); dataset=imagefolder "
                                  f"expects {LAYOUT}") from None  # fmt: skip
-        self.samples: list[tuple[str, int]] = self.source.reader.samples
-        self.transform = transform
+        super().__init__(self.source.reader.samples, transform)
         self.num_classes = len(classes)
         self.image_shape = (3, img_size, img_size)
         self.seed, self.num_workers = seed, num_workers
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path, target = self.samples[index]
-        return self.transform(decode_image(path)), target
 
     def epoch_order(self, gen: torch.Generator) -> None:
         """None: the order is the sampler's, a function of seed and epoch; the run's generator is not used."""
@@ -466,14 +483,23 @@ def load_split(cfg: TrainConfig, train: bool) -> TensorDataset | ImageFolderSpli
     """One split of the configured dataset: the training split, or the one evaluated (test / ``val/``)."""
     if cfg.dataset == "fashion_mnist":
         return load_fashion_mnist(cfg.data_dir, train=train).head(cfg.train_subset if train else cfg.val_subset)
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+    from timm.data import create_transform
 
-    norm = dict(mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, interpolation=INTERPOLATION)
     if train:  # RandomResizedCrop + flip + auto-augment (colour jitter only without it, timm's rule) + erasing
+        norm = dict(mean=IMAGE_MEAN, std=IMAGE_STD, interpolation=INTERPOLATION)
         transform = _pillow_safe(create_transform(cfg.img_size, is_training=True, auto_augment=cfg.aa or None,
                                                   re_prob=cfg.reprob, re_mode=RE_MODE, **norm))  # fmt: skip
-    else:  # resize to img_size / crop_pct, center crop
-        transform = create_transform(cfg.img_size, is_training=False, crop_pct=cfg.crop_pct, **norm)
+    else:
+        transform = eval_transform(cfg)
     classes = image_folder_classes(cfg.data_dir)
     return ImageFolderSplit(cfg.data_dir, SPLITS[0] if train else SPLITS[1], classes, transform, cfg.img_size,
                             seed=cfg.seed, num_workers=cfg.num_workers)  # fmt: skip
+
+
+def eval_transform(cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:
+    """How an imagefolder run reads an image for evaluation: resize to ``img_size / crop_pct``, centre crop,
+    ImageNet normalisation (:data:`IMAGE_MEAN`, :data:`IMAGE_STD`)."""
+    from timm.data import create_transform
+
+    return create_transform(cfg.img_size, is_training=False, crop_pct=cfg.crop_pct, mean=IMAGE_MEAN, std=IMAGE_STD,
+                            interpolation=INTERPOLATION)  # fmt: skip

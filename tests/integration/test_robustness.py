@@ -9,7 +9,6 @@ import torch
 from transmix import robustness
 from transmix.cli import main
 from transmix.config import ConfigError, from_dict
-from transmix.data import load_fashion_mnist
 from transmix.evaluate import load_final, variants
 from transmix.models import create_model
 from transmix.results import read
@@ -54,7 +53,7 @@ def run_dir(fashion_root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def loaded(run_dir):
     cfg, state = load_final(run_dir, CPU)
-    test = load_fashion_mnist(cfg.data_dir, train=False)
+    test = robustness.load_images(cfg, Protocol(), robustness.SUITES)
     return variants(cfg, state, test, CPU), test
 
 
@@ -101,13 +100,15 @@ def test_occlusion_drops_whole_patches(loaded) -> None:
     rows, cols = robustness.patch_cells(models["raw"], (28, 28))
     assert rows.max() == cols.max() == 6  # 4-pixel patches of vit_micro_patch4_28: 7x7
     x = test.images[:50] + 10.0  # no pixel is background any more, so every blacked-out patch shows
-    half = robustness.occlude(x, rows, cols, 0.5, gen())
-    black = (half == robustness.BACKGROUND).view(50, 7, 4, 7, 4)
+    background = test.background
+    assert background.shape == (1, 1, 1) and test.pixels(background[None]).item() == 0  # black, normalised
+    half = robustness.occlude(x, rows, cols, 0.5, gen(), background)
+    black = (half == background).view(50, 7, 4, 7, 4)
     assert (black.all(dim=(2, 4)) == black.any(dim=(2, 4))).all()  # whole patches or nothing
     assert (black.all(dim=(2, 4)).sum(dim=(1, 2)) == 25).all()  # round(0.5 * 49), half up
-    assert torch.equal(half[half != robustness.BACKGROUND], x[half != robustness.BACKGROUND])
-    assert (robustness.occlude(x, rows, cols, 1.0, gen()) == robustness.BACKGROUND).all()
-    assert torch.equal(robustness.occlude(x, rows, cols, 0.0, gen()), x)
+    assert torch.equal(half[half != background], x[half != background])
+    assert (robustness.occlude(x, rows, cols, 1.0, gen(), background) == background).all()
+    assert torch.equal(robustness.occlude(x, rows, cols, 0.0, gen(), background), x)
 
 
 def test_patch_cells_follow_each_family() -> None:
@@ -166,8 +167,8 @@ def test_adversarial_zero_is_clean_and_attacks_hurt(loaded) -> None:
 def test_attacks_are_bounded_seeded_and_one_step_pgd_is_fgsm(loaded) -> None:
     models, test = loaded
     eps = 8 / 255
-    pixels, labels = robustness._pixels(test.images[:32]).float() / 255, test.labels[:32]
-    wrapped = robustness.PixelSpace(models["raw"])
+    pixels, labels = test.pixels(test.images[:32]).float() / 255, test.labels[:32]
+    wrapped = robustness.PixelSpace(models["raw"], test.normalise)
     protocol = Protocol(pgd_steps=3)
     state = torch.get_rng_state()
     pgd = robustness.attack(wrapped, "pgd", eps, pixels, labels, 7, protocol)
@@ -189,17 +190,23 @@ def test_ood_scores_fashion_against_real_mnist(loaded) -> None:
     assert digits.shape == (5000, 28, 28) and digits.dtype == torch.uint8 and digits.max() == 255
     raw = {"raw": models["raw"]}
     rows = table(robustness.ood(raw, test, Protocol(ood_images=1000), CPU, gen()))
-    assert set(rows) == {("ood", "mnist", None, "raw", "auroc"), ("ood", "mnist", None, "raw", "aupr")}
+    assert set(rows) == {("ood", "mnist", None, "raw", metric) for metric in ("auroc", "aupr", "aupr_out")}
     # AUROC is the chance that an in-distribution image scores above a digit (ties count half): count it directly,
     # on the same images (the digits are a seeded random 1000 of the 5000, which ship sorted by class).
     picked = digits[torch.randperm(5000, generator=gen())[:1000]]
     inside = robustness.max_softmax(models["raw"], test.images[:1000], CPU, "fp32", 500)
-    outside = robustness.max_softmax(models["raw"], robustness._normalise(picked[:, None]), CPU, "fp32", 500)
+    outside = robustness.max_softmax(models["raw"], test.normalise(picked[:, None]), CPU, "fp32", 500)
     ranked = outside.sort().values
     below, not_above = (torch.searchsorted(ranked, inside, side=side) for side in ("left", "right"))
     above = (below.double() + 0.5 * (not_above - below).double()).sum() / (len(inside) * len(outside))
     assert rows["ood", "mnist", None, "raw", "auroc"] == pytest.approx(100 * float(above), abs=1e-9)
     assert 0 <= rows["ood", "mnist", None, "raw", "aupr"] <= 100
+    # AUPR-Out (ImageNet-O's measure): the digits are the positives, ranked most OOD-like first (lowest score); the
+    # mean over digits of the precision at each digit's rank.
+    is_out = torch.cat([torch.zeros(len(inside)), torch.ones(len(outside))])[torch.cat([inside, outside]).argsort()]
+    precision = is_out.cumsum(0) / torch.arange(1, len(is_out) + 1)
+    assert rows["ood", "mnist", None, "raw", "aupr_out"] == pytest.approx(100 * float(precision[is_out == 1].mean()),
+                                                                          abs=1e-3)  # fmt: skip
 
 
 def test_corruption_hurts_is_seeded_and_leaves_numpy_alone(loaded) -> None:
@@ -214,7 +221,7 @@ def test_corruption_hurts_is_seeded_and_leaves_numpy_alone(loaded) -> None:
     assert {r["n"] for r in rows} == {150} and len(rows) == 3 * 2 * 2
     top1 = table(rows)
     assert any(top1["corruption", c, 5, "raw", "top1"] < top1["corruption", c, 1, "raw", "top1"] for c in names), top1
-    pixels = robustness._pixels(test.images[:8])[:, 0].numpy()
+    pixels = test.pixels(test.images[:8])[:, 0].numpy()
     noisy = robustness.corrupt_images(pixels, "gaussian_noise", 5, range(8))
     assert noisy.shape == pixels.shape and noisy.dtype == np.uint8 and (noisy != pixels).mean() > 0.5
     assert np.array_equal(noisy, robustness.corrupt_images(pixels, "gaussian_noise", 5, range(8)))
@@ -249,7 +256,7 @@ def test_cli_writes_every_suite_for_both_variants(run_dir, tmp_path, capsys) -> 
     )
     assert code == 0, capsys.readouterr().err
     df = read(out)
-    assert set(df.suite) == set(robustness.SUITES) and set(df.variant) == {"raw", "ema"}
+    assert set(df.suite) == set(robustness.SUITES) - {"natural"} and set(df.variant) == {"raw", "ema"}
     assert (df.run_id == run_dir.name).all() and (df.source == "ours").all()
     assert df.groupby("suite").n.unique().map(list).to_dict() == {
         "adversarial": [20],
@@ -258,7 +265,7 @@ def test_cli_writes_every_suite_for_both_variants(run_dir, tmp_path, capsys) -> 
         "ood": [200],
         "shuffle": [50],
     }
-    assert len(df) == 2 * (2 + 2 + 2 + 2 + 3)
+    assert len(df) == 2 * (2 + 2 + 2 + 3 + 3)  # ood: auroc, aupr, aupr_out
     assert main(["robustness", "--run", str(run_dir), "--out", str(out), "--set", "epsilon=1"]) == 2
     assert "unknown robustness protocol key `epsilon`" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -107,6 +107,7 @@ def test_lint_is_clean() -> None:
         (lambda t: t.replace("  epochs: 1\n", "  epochs: 1\n  swich_prob: 0.8\n"), "did you mean `switch_prob`"),
         (lambda t: t.replace("study: smoke", "study: smoke\nseed: 3"), "Additional properties are not allowed"),
         (lambda t: t.replace("methods: [deit, transmix]", "methods: [deit, transmixx]"), "transmixx"),
+        (lambda t: t.replace("suites: [occlusion,", "suites: [natural, occlusion,"), "Fashion-MNIST has no natural"),
     ],
 )
 def test_bad_study_config_fails_before_any_job(pipeline, edit, message) -> None:
@@ -199,11 +200,15 @@ def test_dry_run_of_the_imagenet_study_needs_no_data(pipeline) -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
     runs = len(IMAGENET_MODELS) * 2
-    assert job_counts(out) == {"all": 1, "collect": 1, "data": 1, "evaluate": runs, "notebook": 3, "train": runs,
-                               "total": 2 * runs + 6}  # fmt: skip
+    assert job_counts(out) == {"all": 1, "collect": 1, "data": 1, "evaluate": runs, "robustness": runs,
+                               "notebook": 4, "train": runs, "total": 3 * runs + 7}  # fmt: skip
     trained = set(re.findall(r"results/imagenet/train/(\S+)/final\.pt", out))
     assert trained == {f"{model}__{method}__s0" for model in IMAGENET_MODELS for method in ("deit", "transmix")}
     assert "transmix data --check --root /path/to/imagenet" in out  # the data job checks; nothing is read now
+    robust = next(line for line in out.splitlines() if "transmix robustness --run results/imagenet/train/" in line)
+    for arg in ("--suite natural", "--suite ood", "--set natural_dir=/path/to/imagenet-a",
+                "--set ood_dir=/path/to/imagenet-o"):  # fmt: skip
+        assert arg in robust
     command = {model: line for line in out.splitlines() for model in ("deit_small", "deit_base")
                if f"train --out results/imagenet/train/{model}_patch16_224__" in line}  # fmt: skip
     for model, values in (("deit_small", "0.03 20 0.5"), ("deit_base", "0.05 5 0.8")):  # per-model overrides

@@ -200,4 +200,10 @@ check_train_settings()
 if ROBUSTNESS:
     from transmix import robustness as _robustness
 
-    _robustness.from_dict(ROBUSTNESS.get("protocol", {}))  # an unknown protocol key fails here, naming it
+    # An unknown protocol key, or a suite the study's data cannot run (natural on Fashion-MNIST, ood of an imagefolder
+    # study without ood_dir), fails here, naming it.
+    _robustness.applicable(
+        dataset(),
+        _robustness.from_dict(ROBUSTNESS.get("protocol", {})),
+        ROBUSTNESS.get("suites"),
+    )
