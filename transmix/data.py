@@ -301,9 +301,15 @@ def check_image_folder(root: str | Path, workers: int | None = None) -> dict[str
 class ImageFiles(torch.utils.data.Dataset):
     """Image files with their labels, decoded strictly (:func:`decode_image`) and transformed: ``(tensor, label)``."""
 
-    def __init__(self, samples: list[tuple[str, int]], transform: Callable[[Image.Image], torch.Tensor]):
+    def __init__(
+        self,
+        samples: list[tuple[str, int]],
+        transform: Callable[[Image.Image], torch.Tensor],
+        num_workers: int = 0,
+    ):
         self.samples = samples
         self.transform = transform
+        self.num_workers = num_workers
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -311,6 +317,12 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, target = self.samples[index]
         return self.transform(decode_image(path)), target
+
+    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every image in order, in batches, loaded by ``num_workers`` processes; a corrupt file is named."""
+        loader = DataLoader(self, batch_size=batch_size, num_workers=self.num_workers,
+                            pin_memory=torch.cuda.is_available())  # fmt: skip
+        return _naming_corrupt(loader)
 
 
 def list_images(
@@ -374,10 +386,10 @@ class ImageFolderSplit(ImageFiles):
         except RuntimeError as err:  # timm's folder reader: "Found 0 images in subfolders of ..."
             raise DatasetMissing(f"{folder} holds no images in its class folders ({err}); dataset=imagefolder "
                                  f"expects {LAYOUT}") from None  # fmt: skip
-        super().__init__(self.source.reader.samples, transform)
+        super().__init__(self.source.reader.samples, transform, num_workers)
         self.num_classes = len(classes)
         self.image_shape = (3, img_size, img_size)
-        self.seed, self.num_workers = seed, num_workers
+        self.seed = seed
 
     def epoch_order(self, gen: torch.Generator) -> None:
         """None: the order is the sampler's, a function of seed and epoch; the run's generator is not used."""
@@ -413,11 +425,6 @@ class ImageFolderSplit(ImageFiles):
             generator=torch.Generator().manual_seed(int(workers)),  # the workers' seeds; not the global RNG
             worker_init_fn=_worker_init,
         )
-        return _naming_corrupt(loader)
-
-    def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = DataLoader(self, batch_size=batch_size, num_workers=self.num_workers,
-                            pin_memory=torch.cuda.is_available())  # fmt: skip
         return _naming_corrupt(loader)
 
 

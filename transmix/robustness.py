@@ -51,7 +51,6 @@ import pandas as pd
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader
 
 from transmix.attention import last_attention
 from transmix.config import ConfigError, TrainConfig, unknown_key
@@ -63,6 +62,7 @@ from transmix.data import (
     DatasetMissing,
     ImageFiles,
     TensorDataset,
+    eval_batches,
     eval_transform,
     image_folder_classes,
     list_images,
@@ -301,8 +301,7 @@ class FileReader:
 
     def batches(self, samples: list[tuple[str, int]], batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``(images, labels)`` batches of ``samples`` (``(path, label)`` pairs), in order; ``workers`` processes."""
-        loader = DataLoader(ImageFiles(samples, self.transform), batch_size=batch, num_workers=self.workers)
-        yield from loader
+        return ImageFiles(samples, self.transform, self.workers).eval_batches(batch)
 
 
 @dataclass(frozen=True)
@@ -336,8 +335,7 @@ class EvalImages:
 
     def eval_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """In order, as :func:`transmix.train.top_k` reads them."""
-        for start in range(0, len(self), batch_size):
-            yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
+        return eval_batches(self, batch_size)
 
     def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.tensor(self.mean).view(-1, 1, 1), torch.tensor(self.std).view(-1, 1, 1)
