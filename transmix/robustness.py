@@ -378,9 +378,9 @@ def load_images(cfg: TrainConfig, protocol: Protocol, suites: Iterable[str]) -> 
     order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(protocol.seed))
     picked = [samples[i] for i in order[: len(samples) if count == 0 else max(count, 0)].tolist()]
     log.info("reading %d of %d val/ images", len(picked), len(samples))
-    images, labels = torch.empty(0, 3, cfg.img_size, cfg.img_size), torch.empty(0, dtype=torch.long)
-    for x, y in files.batches(picked, protocol.batch_size):
-        images, labels = torch.cat([images, x]), torch.cat([labels, y])
+    batches = [(torch.empty(0, 3, cfg.img_size, cfg.img_size), torch.empty(0, dtype=torch.long))]  # none picked
+    batches += list(files.batches(picked, protocol.batch_size))
+    images, labels = (torch.cat(part) for part in zip(*batches, strict=True))
     return EvalImages(images, labels, len(classes), IMAGE_MEAN, IMAGE_STD, files)
 
 
