@@ -1,18 +1,38 @@
-"""Shared fixtures. Fashion-MNIST comes from Debian's package (installed by .ci/run) and is unpacked once."""
+"""Shared fixtures. Fashion-MNIST comes from Debian's package (installed by .ci/run) and is unpacked once; one real
+training run is made once and shared by every test that only reads a finished run."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The longest files start first, so that no worker is left running one of them alone at the end.
+FIRST = ("tests/cluster/", "tests/workflow/test_smoke.py")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one torch thread each, no oversubscription
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = Path(item.path).relative_to(REPO).as_posix()
+        return next((i for i, prefix in enumerate(FIRST) if path.startswith(prefix)), len(FIRST))
+
+    items.sort(key=rank)  # stable: each file keeps its own order
 
 
 @pytest.fixture(scope="session")
 def fashion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transmix.data import DatasetMissing, prepare_fashion_mnist
+    from transmix.data import DatasetMissing
+    from transmix.data.prepare import prepare_fashion_mnist
 
     root = tmp_path_factory.mktemp("data")
     try:
@@ -20,6 +40,37 @@ def fashion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except DatasetMissing as err:
         pytest.fail(f"tests need Fashion-MNIST: {err}")
     return root
+
+
+@pytest.fixture(scope="session")
+def finished_run(fashion_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished TransMix run of the micro ViT: 2 epochs on 2048 training images, enough to learn something
+    (attacks and occlusion then have accuracy to take away). Read it; never train into it. Made once for the whole
+    session: the first test worker to need it trains it, under a lock, and the others read it."""
+    import torch
+    from filelock import FileLock
+
+    from transmix.checkpoint import FINAL
+    from transmix.config import from_dict
+    from transmix.train import train
+
+    shared = (
+        tmp_path_factory.getbasetemp().parent
+        if os.environ.get("PYTEST_XDIST_WORKER")
+        else tmp_path_factory.mktemp("shared")
+    )
+    out = shared / "shared-run" / "vit_micro_patch4_28__transmix__s0"
+    settings = dict(train_subset=2048, val_subset=128, epochs=2, batch_size=64, warmup_epochs=0, lr=0.003)
+    cfg = from_dict(dict(settings, study="shared", data_dir=str(fashion_root), ema_decay=0.9, method="transmix"))
+    with FileLock(str(shared / "shared-run.lock")):
+        if not (out / FINAL).exists():
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # a micro model gains nothing from a second thread on a shared 2-core machine
+            try:
+                train(cfg, out, progress=False)
+            finally:
+                torch.set_num_threads(threads)
+    return out
 
 
 @pytest.fixture

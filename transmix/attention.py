@@ -28,6 +28,7 @@ import torch
 from timm.models.cait import ClassAttn
 from torch import nn
 
+from transmix.config import HEADS
 from transmix.mixing import Box, attention_lam, box_mask
 
 
@@ -141,9 +142,6 @@ def attention_targets(model: nn.Module, block: int = -1, count: int = 1) -> list
 def last_attention(model: nn.Module) -> Target:
     """The last attention layer where the class token attends (the released TransMix reads this one)."""
     return attention_targets(model)[-1]
-
-
-HEADS = ("mean", "max")
 
 
 def combine(rows: list[torch.Tensor], heads: str, num_prefix_tokens: int) -> torch.Tensor:

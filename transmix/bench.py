@@ -24,7 +24,8 @@ from timm.task import ClassificationTask
 from transmix.attention import ExplicitClassAttention
 from transmix.config import TrainConfig
 from transmix.models import create_model
-from transmix.train import Stepper, resolve_device
+from transmix.runtime import resolve_device
+from transmix.step import Stepper
 
 # (column, method, attention capture); "timm" is timm's own Mixup + ClassificationTask step
 COLUMNS = (

@@ -1,4 +1,7 @@
-"""The ``transmix`` command. Every pipeline stage is a subcommand; Snakemake calls these and nothing else."""
+"""The ``transmix`` command. Every pipeline stage is a subcommand; Snakemake calls these and nothing else.
+
+Nothing heavy is imported until a command runs: ``transmix --help`` and ``transmix data`` never load torch.
+"""
 
 from __future__ import annotations
 
@@ -7,32 +10,50 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-
 from transmix import config as config_mod
+from transmix.cost import IMAGENET_TRAIN_IMAGES
+from transmix.robustness import protocol as protocol_mod
 
 EPILOG = """\
 stages (the order the Snakemake pipeline runs them):
-  transmix data                        put Fashion-MNIST into ./data (Debian package, --source DIR, or download)
-  transmix train --out DIR [--set k=v] train one run; rerunning the same command resumes it
+  transmix data                          put Fashion-MNIST into ./data (Debian package, --source DIR, or download)
+  transmix train --out DIR [--set k=v]   train one run; rerunning the same command resumes it
   transmix evaluate --run DIR --out CSV  top-1/top-5 of the raw and EMA weights as tidy rows
-  transmix collect --out CSV CSV...    one validated table per study, with the published numbers
-  transmix bench                       step time of deit vs transmix, side by side
-  transmix cost --config STUDY.yaml    GPU-hours of a study from counted FLOPs and a GPU's throughput
+  transmix robustness --run DIR --out CSV  occlusion, shuffle, adversarial, natural, OOD and corruption suites
+  transmix collect --out CSV CSV...      one validated table per study, with the published numbers
+tools:
+  transmix bench                         step time of deit vs transmix, side by side
+  transmix cost --config STUDY.yaml      GPU-hours of a study from counted FLOPs and a GPU's throughput
 
 example: transmix train --out runs/try --set method=transmix --set epochs=2 --set train_subset=5000
 """
+# Errors that end a command with a message instead of a traceback: (module, class, exit code, label). A class whose
+# module was never imported cannot have been raised, so reporting an error never imports torch.
+ERRORS = (
+    ("transmix.checkpoint", "Preempted", 143, "preempted"),  # = transmix.checkpoint.PREEMPTED_EXIT
+    ("transmix.strict", "ConfigError", 2, "config error"),
+    ("transmix.study", "StudyError", 2, "config error"),
+    ("transmix.data", "DatasetMissing", 1, "error"),
+    ("transmix.data", "CorruptImage", 1, "error"),
+    ("transmix.train", "TrainingError", 1, "error"),
+    ("transmix.checkpoint", "CheckpointError", 1, "error"),
+    ("transmix.results", "SchemaError", 1, "error"),
+    ("builtins", "FileNotFoundError", 1, "error"),
+)
 
 
 def _threads(n: int | None) -> None:
     if n:
+        import torch
+
         torch.set_num_threads(n)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from transmix.data import CorruptImage, check_image_folder, prepare_fashion_mnist
-
     if args.check:
+        from transmix.data import CorruptImage
+        from transmix.data.imagefolder import check_image_folder
+
         try:
             counts = check_image_folder(args.root, workers=args.workers)
         except CorruptImage as err:
@@ -41,19 +62,20 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"{args.root}: {counts['train']} train and {counts['val']} val images of {counts['classes']} classes; "
               "every one decodes")  # fmt: skip
         return 0
+    from transmix.data.prepare import prepare_fashion_mnist
+
     raw = prepare_fashion_mnist(args.root, source=args.source, download=not args.no_download)
     print(f"Fashion-MNIST ready in {raw}")
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from transmix.train import train
-
     _threads(args.threads)
     cfg = config_mod.load(args.config, args.set)
+    from transmix.train import train
+
     progress = {"auto": None, "bar": True, "log": False}[args.progress]
-    path = train(cfg, args.out, stop_after=args.stop_after, progress=progress)
-    print(path)
+    print(train(cfg, args.out, stop_after=args.stop_after, progress=progress))
     return 0
 
 
@@ -62,7 +84,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from transmix.results import write
 
     _threads(args.threads)
-    df = clean(args.run, device=args.device)
+    df = clean(args.run, device=args.device, images=args.images)
     write(df, args.out)
     top1 = df[df.metric == "top1"].set_index("variant")["value"].round(2).to_dict()
     print(f"{args.out}: top-1 {top1}")
@@ -70,12 +92,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_robustness(args: argparse.Namespace) -> int:
-    from transmix import robustness
+    protocol = protocol_mod.load(args.set)
     from transmix.results import write
+    from transmix.robustness.runner import run
 
     _threads(args.threads)
-    protocol = robustness.load(args.set)
-    df = robustness.run(args.run, protocol, device=args.device, suites=args.suite)
+    df = run(args.run, protocol, device=args.device, suites=args.suite)
     write(df, args.out)
     print(f"{args.out}: {len(df)} rows ({', '.join(df.suite.unique())}; variants {', '.join(df.variant.unique())})")
     return 0
@@ -91,27 +113,23 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(None, [f"model={args.model}", f"batch_size={args.batch_size}", *args.set])
+    import torch
+
     from transmix.bench import bench, format_table
 
     _threads(args.threads)
-    cfg = config_mod.load(None, [f"model={args.model}", f"batch_size={args.batch_size}", *args.set])
-    results = bench(
-        cfg,
-        steps=args.steps,
-        rounds=args.rounds,
-        img_size=args.img_size,
-        in_chans=args.in_chans,
-        num_classes=args.num_classes,
-    )
+    results = bench(cfg, steps=args.steps, rounds=args.rounds, img_size=args.img_size, in_chans=args.in_chans,
+                    num_classes=args.num_classes)  # fmt: skip
     print(format_table(results, cfg, torch.get_num_threads()))
     return 0
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    from transmix.cost import format_table, study_cost
-
     if args.tflops <= 0:
         raise config_mod.ConfigError(f"--tflops {args.tflops} must be > 0")
+    from transmix.cost import format_table, study_cost
+
     print(format_table(study_cost(args.config, args.tflops, args.images), args.tflops, args.images))
     return 0
 
@@ -119,12 +137,14 @@ def cmd_cost(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transmix",
-        description="TransMix (CVPR 2022) reproduction: train, evaluate and collect results.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="TransMix (CVPR 2022) reproduction: train, evaluate and collect results.",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    threads = dict(type=int, help="CPU threads for torch (default: torch's choice)")
+    device = dict(default="auto", help="auto (a GPU when there is one) | cpu | cuda | cuda:N")
 
     p = sub.add_parser(
         "data",
@@ -150,28 +170,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run directory (its name is the run_id)")
     p.add_argument("--config", type=Path, help="YAML file of config keys")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", **threads)
     p.add_argument("--stop-after", type=int, metavar="N", help="leave after N epochs of this call (rerun continues)")
-    p.add_argument(
-        "--progress",
-        choices=("auto", "bar", "log"),
-        default="auto",
-        help="progress bar or log lines (auto: a bar on a terminal)",
-    )
+    p.add_argument("--progress", choices=("auto", "bar", "log"), default="auto",
+                   help="progress bar or log lines (auto: a bar on a terminal)")  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "evaluate",
         help="top-1/top-5 of a finished run",
-        description="Evaluate a finished run (raw and EMA weights) on the full test split; writes tidy rows.",
+        description="Evaluate a finished run (raw and EMA weights) on the test split; writes tidy rows.",
     )
     p.add_argument("--run", required=True, type=Path, help="run directory holding final.pt")
     p.add_argument("--out", required=True, type=Path, help="CSV to write")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int)
+    p.add_argument(
+        "--images",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the first N Fashion-MNIST test images, or a seeded random N of val/ (default 0: all)",
+    )
+    p.add_argument("--device", **device)
+    p.add_argument("--threads", **threads)
     p.set_defaults(func=cmd_evaluate)
-
-    from transmix import robustness
 
     p = sub.add_parser(
         "robustness",
@@ -186,19 +207,19 @@ def build_parser() -> argparse.ArgumentParser:
         "  e.g. transmix robustness --run RUN --out rob.csv --set natural_dir=/data/imagenet-a "
         "--set ood_dir=/data/imagenet-o",
         epilog="protocol keys (set with --set key=value; lists as [a,b]; epsilons may be written k/255):\n"
-        + robustness.describe(),
+        + protocol_mod.Protocol.describe(),
     )
     p.add_argument("--run", required=True, type=Path, help="run directory holding final.pt")
     p.add_argument("--out", required=True, type=Path, help="CSV to write")
     p.add_argument(
         "--suite",
         action="append",
-        choices=tuple(robustness.SUITES),
+        choices=protocol_mod.SUITES,
         help="a suite to run (repeatable; default: every suite that applies to the run and its protocol)",
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one protocol key")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--device", **device)
+    p.add_argument("--threads", **dict(threads, help="CPU threads for torch, and worker processes for corruptions"))
     p.set_defaults(func=cmd_robustness)
 
     p = sub.add_parser(
@@ -225,17 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--steps", type=int, default=10, help="steps per round")
     p.add_argument("--rounds", type=int, default=7, help="measured rounds (after 3 warm-up rounds)")
-    p.add_argument("--threads", type=int)
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any train config key, e.g. device=cuda precision=bf16",
-    )
+    p.add_argument("--threads", **threads)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any train config key, e.g. device=cuda precision=bf16")  # fmt: skip
     p.set_defaults(func=cmd_bench)
-
-    from transmix.cost import IMAGENET_TRAIN_IMAGES
 
     p = sub.add_parser(
         "cost",
@@ -247,33 +261,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", required=True, type=Path, help="a study config, e.g. workflow/config/imagenet.yaml")
     p.add_argument("--tflops", type=float, required=True, help="sustained training TFLOP/s of one GPU")
-    p.add_argument("--images", type=int, default=IMAGENET_TRAIN_IMAGES, help="training images per epoch")
+    p.add_argument("--images", type=int, default=IMAGENET_TRAIN_IMAGES,
+                   help="training images per epoch (default: ImageNet-1k's %(default)s)")  # fmt: skip
     p.set_defaults(func=cmd_cost)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from transmix.data import DatasetMissing
-    from transmix.results import SchemaError
-    from transmix.train import PREEMPTED_EXIT, Preempted, TrainingError
-
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")  # fmt: skip
     try:
         return args.func(args)
-    except Preempted as err:
-        print(f"transmix: preempted: {err}", file=sys.stderr)
-        return PREEMPTED_EXIT
-    except config_mod.ConfigError as err:
-        print(f"transmix: config error: {err}", file=sys.stderr)
-        return 2
-    except (DatasetMissing, TrainingError, SchemaError, FileNotFoundError) as err:
-        print(f"transmix: error: {err}", file=sys.stderr)
-        return 1
+    except Exception as err:
+        for module, name, code, label in ERRORS:
+            kind = getattr(sys.modules.get(module), name, None)
+            if kind is not None and isinstance(err, kind):
+                print(f"transmix: {label}: {err}", file=sys.stderr)
+                return code
+        raise
 
 
 if __name__ == "__main__":

@@ -13,13 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
-from timm.layers import set_fused_attn
-from torch.utils.flop_counter import FlopCounterMode
 
-from transmix.config import from_dict
-from transmix.models import create_model
+from transmix.study import Study
 
 IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k's training split
 
@@ -36,6 +32,12 @@ class Cost:
 def forward_flops(model_name: str, img_size: int, in_chans: int = 3, num_classes: int = 1000) -> tuple[float, float]:
     """(forward FLOPs of one image, parameters) of a model built as the study builds it, counted on CPU (with
     autograd on: the counter's module tracker needs it)."""
+    import torch
+    from timm.layers import set_fused_attn
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from transmix.models import create_model
+
     set_fused_attn(False)  # the fused kernel is not counted by FlopCounterMode; the explicit matmuls are
     try:
         model = create_model(model_name, num_classes=num_classes, in_chans=in_chans, img_size=img_size).eval()
@@ -48,11 +50,11 @@ def forward_flops(model_name: str, img_size: int, in_chans: int = 3, num_classes
 
 def study_cost(config: str | Path, tflops: float, images: int = IMAGENET_TRAIN_IMAGES) -> list[Cost]:
     """GPU-hours per model of a study config, at ``tflops`` sustained training throughput (TFLOP/s)."""
-    study = yaml.safe_load(Path(config).read_text())
-    runs = len(study["methods"]) * len(study["seeds"])
+    study = Study(yaml.safe_load(Path(config).read_text()))
+    runs = len(study.methods) * len(study.seeds)
     out = []
-    for name in study["models"]:
-        cfg = from_dict({**study["train"], **study.get("overrides", {}).get(name, {}), "model": name})
+    for name in study.models:
+        cfg = study.model_config(name)
         flops, params = forward_flops(name, cfg.img_size)
         hours = 3 * flops * images * cfg.epochs / (tflops * 1e12) / 3600
         out.append(Cost(name, params / 1e6, flops / 1e9, hours, runs))

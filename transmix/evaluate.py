@@ -1,4 +1,8 @@
-"""Evaluation suites; each returns tidy rows of the results schema (see :mod:`transmix.results`)."""
+"""Evaluation of a finished run: top-k on the test split and the training history, as tidy rows.
+
+:func:`top_k` is the one accuracy every number of this package is measured with (per-epoch validation in training,
+the clean rows here, each robustness point), so an unperturbed robustness point equals the clean accuracy.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ import pandas as pd
 import torch
 from torch import nn
 
+from transmix.checkpoint import FINAL, HISTORY
 from transmix.config import TrainConfig, from_dict
-from transmix.data import load_split
+from transmix.data import Split, eval_split
+from transmix.models import build_model
 from transmix.results import frame
-from transmix.train import FINAL, HISTORY, build_model, resolve_device, top_k
+from transmix.runtime import autocast, resolve_device
 
 # history.jsonl fields kept as `suite = history` rows (level = epoch): the training dynamics and the TransMix weights
 HISTORY_METRICS = {
@@ -28,6 +34,31 @@ HISTORY_METRICS = {
 }
 
 
+@torch.no_grad()
+def top_k(
+    model: nn.Module,
+    data: Split,
+    device: torch.device,
+    precision: str = "fp32",
+    batch_size: int = 500,
+    ks: tuple[int, ...] = (1, 5),
+) -> dict[int, float]:
+    """Top-k accuracy in percent, in eval mode whatever mode the model is in (and left in its mode)."""
+    was_training = model.training
+    model.eval()
+    correct = dict.fromkeys(ks, 0)
+    for x, y in data.eval_batches(batch_size):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device, precision):
+            logits = model(x)
+        ranked = logits.float().topk(min(max(ks), logits.shape[1]), dim=1).indices  # top-5 of 3 classes: all
+        hits = ranked == y[:, None]
+        for k in ks:
+            correct[k] += int(hits[:, :k].any(dim=1).sum())
+    model.train(was_training)
+    return {k: 100.0 * c / len(data) for k, c in correct.items()}
+
+
 def load_final(run_dir: str | Path, device: torch.device) -> tuple[TrainConfig, dict[str, Any]]:
     """A finished run's config and saved state (``weights_only`` load)."""
     path = Path(run_dir) / FINAL
@@ -37,8 +68,9 @@ def load_final(run_dir: str | Path, device: torch.device) -> tuple[TrainConfig, 
     return from_dict(state["config"]), state
 
 
-def variants(cfg: TrainConfig, state: dict[str, Any], like: Any, device: torch.device) -> dict[str, nn.Module]:
-    """The run's models by variant: ``raw`` and, when it trained an EMA, ``ema``; in eval mode."""
+def variants(cfg: TrainConfig, state: dict[str, Any], like: Split, device: torch.device) -> dict[str, nn.Module]:
+    """The run's models by variant, built for ``like``'s images: ``raw`` and, when it trained an EMA, ``ema``; in
+    eval mode."""
     out = {}
     for name, key in (("raw", "model"), ("ema", "ema")):
         if state[key] is None:
@@ -68,11 +100,12 @@ def run_columns(run_dir: str | Path, cfg: TrainConfig, state: dict[str, Any]) ->
     }
 
 
-def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500) -> pd.DataFrame:
-    """Top-1 and top-5 (percent) on the full test split (imagefolder: all of ``val/``), for raw and EMA weights."""
+def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500, images: int = 0) -> pd.DataFrame:
+    """Top-1 and top-5 (percent) on the test split (imagefolder: ``val/``), for raw and EMA weights: all of it, or
+    ``images`` of it (:func:`transmix.data.eval_split`); ``n`` in the rows says how many."""
     dev = resolve_device(device)
     cfg, state = load_final(run_dir, dev)
-    test = load_split(cfg.replace(val_subset=0), train=False)  # imagefolder: no need to list train/
+    test = eval_split(cfg, images)
     rows = []
     for variant, model in variants(cfg, state, test, dev).items():
         for k, value in top_k(model, test, dev, cfg.precision, batch_size=batch_size).items():

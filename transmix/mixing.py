@@ -19,11 +19,10 @@ import numpy as np
 import torch
 from timm.data.mixup import one_hot
 
+from transmix.config import BOX_TO_GRID, METHODS
+
 Mode = Literal["none", "mixup", "cutmix"]
 Box = tuple[int, int, int, int]  # (y_low, y_high, x_low, x_high) of the pasted region, pixels, high exclusive
-
-METHODS = ("none", "mixup", "cutmix", "deit", "transmix")
-BOX_TO_GRID = ("release", "area")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ the baseline and TransMix train the same architecture.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import timm
 import torch
@@ -25,6 +25,10 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.xcit import Xcit
 from torch import nn
+
+if TYPE_CHECKING:
+    from transmix.config import TrainConfig
+    from transmix.data import Split
 
 _MICRO = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, mlp_ratio=2.0)
 _FACTORY_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
@@ -254,3 +258,11 @@ def create_model(
     if not wrap:
         return model
     return ClassAttentionHead(model, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+
+
+def build_model(cfg: TrainConfig, data: Split) -> nn.Module:
+    """The run's model, built for ``data``'s image shape and classes exactly as its training built it."""
+    chans, height, _ = data.image_shape
+    return create_model(
+        cfg.model, num_classes=data.num_classes, in_chans=chans, img_size=height, drop_path=cfg.drop_path
+    )

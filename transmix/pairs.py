@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 
 from transmix.attention import ClassAttention
-from transmix.data import ImageFolderSplit, TensorDataset, load_split
+from transmix.data import eval_split
 from transmix.evaluate import load_final, variants
 from transmix.mixing import MixSpec, mix_batch
-from transmix.train import resolve_device
+from transmix.runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def cutmix_pairs(
     """
     dev = resolve_device(device)
     cfg, state = load_final(run_dir, dev)
-    test = load_split(cfg.replace(val_subset=0), train=False)
+    test = eval_split(cfg, images=0)
     models = variants(cfg, state, test, dev)
     if variant not in models:
         raise ValueError(f"variant={variant!r}: the run has {sorted(models)}")
@@ -64,8 +64,8 @@ def cutmix_pairs(
     picks = torch.randperm(len(test), generator=gen)[: 2 * count].view(count, 2)
     out = []
     for a, b in picks.tolist():
-        (image_a, label_a), (image_b, label_b) = _sample(test, a), _sample(test, b)
-        x, y = torch.stack((image_a, image_b)), torch.tensor([label_a, label_b])
+        (image_a, label_a), (image_b, label_b) = test[a], test[b]
+        x, y = torch.stack((image_a, image_b)), torch.tensor([int(label_a), int(label_b)])
         mixed = mix_batch(x, y, spec, gen)  # sample 0 = image a with the box from b (its flip partner)
         model(mixed.images.to(dev))
         attn = capture.attn[0]
@@ -84,14 +84,6 @@ def cutmix_pairs(
         )
     capture.remove()
     return out
-
-
-def _sample(test: TensorDataset | ImageFolderSplit, index: int) -> tuple[torch.Tensor, int]:
-    """One normalised test image ``(C, H, W)`` and its label, from either dataset."""
-    if isinstance(test, TensorDataset):
-        return test.images[index], int(test.labels[index])
-    image, label = test[index]
-    return image, int(label)
 
 
 def _for_display(image: torch.Tensor) -> torch.Tensor:

@@ -68,11 +68,6 @@ class SchemaError(ValueError):
     """A results table does not follow the schema; the message names the column and rows."""
 
 
-def run_id(model: str, method: str, seed: int, extra: str = "") -> str:
-    """Deterministic run name: ``{model}__{method}__s{seed}`` plus what differs from the study defaults."""
-    return f"{model}__{method}__s{seed}" + (f"__{extra}" if extra else "")
-
-
 def validate(df: pd.DataFrame) -> pd.DataFrame:
     """Check columns, types and keys; returns the table with columns in schema order.
 

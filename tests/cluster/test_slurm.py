@@ -1,5 +1,5 @@
 """The smoke study through a real SLURM (slurmctld + slurmd + munge on loopback) with Snakemake's SLURM executor,
-and a training job preempted by SIGTERM inside SLURM that resumes when the job is retried."""
+with one training job preempted by SIGTERM inside SLURM that resumes when the job is retried."""
 
 from __future__ import annotations
 
@@ -50,52 +50,41 @@ def slurm_jobs(env: dict[str, str]) -> list[str]:
     return [line for line in out.stdout.splitlines() if line.startswith("JobId=")]
 
 
-def test_smoke_study_runs_through_slurm(slurm, pipeline) -> None:
-    cwd = pipeline
-    config = cwd / "workflow/config/smoke.yaml"  # one seed: the whole DAG, 9 SLURM jobs, fewer polling rounds
-    # the ablation grid and the robustness suites (the sections after `ablations:`) are covered by the local smoke run
-    text = config.read_text().split("ablations:")[0]
-    config.write_text(text.replace("seeds: [0, 1, 2]", "seeds: [0]"))
-    proc = snakemake_slurm(cwd, slurm, "--configfile", str(config))
-    out, _ = proc.communicate()
-    assert proc.returncode == 0, out[-4000:]
-    table = read(cwd / "results/smoke/results.csv")
-    assert len(table[(table.source == "ours") & (table.suite == "clean")]) == 8  # 2 runs x {raw, ema} x {top1, top5}
-    for name in ("01_main_results", "04_attention_vs_area", "05_training_dynamics"):
-        assert (cwd / f"results/smoke/notebooks/{name}.html").exists(), name
-    # the plugin names each job's log after its SLURM job id: one per job, every rule but the local `all`
-    logs = {d.name: sorted(p.stem for p in d.rglob("*.log")) for d in (cwd / ".snakemake/slurm_logs").iterdir()}
-    assert {rule: len(ids) for rule, ids in logs.items()} == {
-        "rule_data": 1, "rule_train": 2, "rule_evaluate": 2, "rule_collect": 1, "rule_notebook": 3
-    }  # fmt: skip
-    ids = [int(i) for found in logs.values() for i in found]
-    assert len(set(ids)) == 9
-
-
-def test_preempted_training_job_resumes_on_retry(slurm, pipeline) -> None:
+def test_smoke_study_runs_through_slurm_and_a_preempted_job_resumes(slurm, pipeline) -> None:
+    # One seed, up to notebook 01: 2 trainings, 2 evaluations and a notebook as SLURM jobs (the ablation grid, the
+    # robustness suites and the other notebooks are covered by the local smoke run). Training is long enough (3 epochs
+    # of 64 steps) to preempt the TransMix job inside its second epoch, as SLURM preemption does: the retried job
+    # must resume at that step.
     cwd = pipeline
     config = cwd / "workflow/config/smoke.yaml"
-    config.write_text(
-        config.read_text().replace("train_subset: 512", "train_subset: 4096").replace("epochs: 1", "epochs: 3")
-    )
-    target = "results/smoke/train/vit_micro_patch4_28__transmix__s0/final.pt"
-    run_dir = cwd / target.rsplit("/", 1)[0]
-    proc = snakemake_slurm(cwd, slurm, target, "--configfile", str(config))
+    text = config.read_text().split("ablations:")[0].replace("seeds: [0, 1, 2]", "seeds: [0]")
+    config.write_text(text.replace("train_subset: 512", "train_subset: 4096").replace("epochs: 1", "epochs: 3"))
+    proc = snakemake_slurm(cwd, slurm, "results/smoke/notebooks/01_main_results.html", "--configfile", str(config))
+    log = cwd / "results/smoke/logs/train/vit_micro_patch4_28__transmix__s0.log"
     deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoint.pt").exists():  # epoch 1 done: the job is in epoch 2
+    while "epoch 2/3 step 16/64" not in (log.read_text() if log.exists() else ""):  # inside epoch 2
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:] if proc.stdout else ""
         time.sleep(0.2)
-    time.sleep(1.0)
-    running = [j for j in slurm_jobs(slurm) if "JobState=RUNNING" in j and "rule_train" in j]
+    running = [j for j in slurm_jobs(slurm) if "JobState=RUNNING" in j and "rule_train" in j and "transmix" in j]
     assert len(running) == 1, running
     job_id = running[0].split()[0].split("=")[1]
     subprocess.run(["scancel", "--signal=TERM", job_id], env=slurm, check=True, timeout=30)  # as preemption does
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out[-4000:]
-    log = (cwd / "results/smoke/logs/train/vit_micro_patch4_28__transmix__s0.log").read_text()
+
     # the retried job's log (Snakemake starts each attempt with a fresh log): it resumed inside epoch 2, at the
     # step boundary where SIGTERM stopped the first attempt, not at an epoch boundary
-    resumed = re.search(r"resuming \S+ at epoch (\d+), step (\d+) of 64", log)
-    assert resumed and int(resumed.group(2)) > 0, log[-3000:]
-    state = torch.load(run_dir / "final.pt", weights_only=True)
+    resumed = re.search(r"resuming \S+ at epoch (\d+), step (\d+) of 64", log.read_text())
+    assert resumed and resumed.group(1) == "2" and int(resumed.group(2)) > 0, log.read_text()[-3000:]
+    state = torch.load(log.parents[2] / "train/vit_micro_patch4_28__transmix__s0/final.pt", weights_only=True)
     assert state["epochs"] == 3
+
+    table = read(cwd / "results/smoke/results.csv")
+    assert len(table[(table.source == "ours") & (table.suite == "clean")]) == 8  # 2 runs x {raw, ema} x {top1, top5}
+    assert "TransMix" in (cwd / "results/smoke/notebooks/01_main_results.html").read_text()
+    # the plugin names each job's log after its SLURM job id: one per job (two for the preempted training job),
+    # every rule but the local ones (all, collect, and data for Fashion-MNIST)
+    logs = {d.name: sorted(p.stem for p in d.rglob("*.log")) for d in (cwd / ".snakemake/slurm_logs").iterdir()}
+    assert {rule: len(ids) for rule, ids in logs.items()} == {"rule_train": 3, "rule_evaluate": 2, "rule_notebook": 1}
+    ids = [int(i) for found in logs.values() for i in found]
+    assert len(set(ids)) == 6 and job_id in logs["rule_train"]

@@ -7,15 +7,9 @@ import shutil
 import pytest
 import torch
 
-from transmix.data import (
-    DEBIAN_DIR,
-    FILES,
-    DatasetMissing,
-    is_prepared,
-    load_fashion_mnist,
-    prepare_fashion_mnist,
-    train_batches,
-)
+from transmix.data import DatasetMissing
+from transmix.data.fashion_mnist import load_fashion_mnist, train_batches
+from transmix.data.prepare import DEBIAN_DIR, FILES, is_prepared, prepare_fashion_mnist
 
 
 def test_prepare_from_a_source_folder(tmp_path) -> None:

@@ -16,11 +16,13 @@ import pytest
 import torch
 from PIL import Image
 
+from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, PREEMPTED_EXIT, RESOLVED
 from transmix.cli import main
 from transmix.config import ConfigError, from_dict
-from transmix.data import CorruptImage, DatasetMissing, ImageFolderSplit, check_image_folder, load_split
+from transmix.data import CorruptImage, DatasetMissing, eval_split, train_split
+from transmix.data.imagefolder import ImageFolderSplit, check_image_folder
 from transmix.evaluate import clean
-from transmix.train import CHECKPOINT, FINAL, HISTORY, PREEMPTED_EXIT, RESOLVED, TrainingError, train
+from transmix.train import TrainingError, train
 
 CLASSES = ("cat", "dog", "emu")
 PER_CLASS = {"train": 8, "val": 4}  # 24 training images: 3 steps of 8 per epoch
@@ -64,6 +66,7 @@ def config(root: Path, **changes):
     return from_dict({**values, **changes})
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_one_epoch(tree, tmp_path) -> None:
     cfg = config(tree)
     final = train(cfg, tmp_path / "run", progress=False)
@@ -89,18 +92,20 @@ def test_train_and_evaluate_one_epoch(tree, tmp_path) -> None:
 def test_splits_share_the_class_map_and_shapes(tree) -> None:
     (tree / "val" / "dog").rename(tree / "val_dog")  # val without a class must not shift the others' labels
     cfg = config(tree)
-    train_set, val_set = load_split(cfg, train=True), load_split(cfg, train=False)
+    train_set, val_set = train_split(cfg, (0, 1), torch.Generator()), eval_split(cfg)
     assert train_set.num_classes == val_set.num_classes == 3
     x, y = next(iter(val_set.eval_batches(100)))
     assert x.shape == (8, 3, 32, 32) and sorted(set(y.tolist())) == [0, 2]  # cat = 0, emu = 2
-    x, y = next(train_set.batches(8, (0, 1), epoch=0, order=None, start=0, gen=torch.Generator()))
+    some, again = eval_split(cfg, images=5), eval_split(cfg, images=5)  # a seeded random 5, the same every time
+    assert len(some) == 5 and some.samples == again.samples and set(some.samples) < set(val_set.samples)
+    x, y = next(train_set.batches(epoch=0, start=0))
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
 
 
 def test_paper_augmentation_keeps_zero_posterize_bits_black(tree) -> None:
     # rand-m9-mstd0.5 reaches magnitude 10 in ~2% of draws: PosterizeIncreasing then keeps 0 bits, which
     # Pillow 13 rejects with ValueError; the transform must give the black image older Pillow gave.
-    transform = load_split(config(tree), train=True).transform
+    transform = train_split(config(tree), (0, 1), torch.Generator()).transform
     augment = next(step for step in transform.transforms if hasattr(step, "ops"))
     op = next(op for op in augment.ops if op.name == "PosterizeIncreasing")
     op.prob, op.magnitude, op.magnitude_std = 1.0, 10, 0
@@ -134,6 +139,7 @@ def test_check_lists_every_corrupt_file(tree, capsys) -> None:
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_training_stops_at_a_corrupt_image_naming_it(tree, tmp_path, workers) -> None:
     truncated, _ = corrupt(tree)
@@ -147,17 +153,17 @@ def test_training_stops_at_a_corrupt_image_naming_it(tree, tmp_path, workers) ->
 def test_wrong_data_dir_is_a_clear_error(tmp_path, capsys) -> None:
     layout = r"DIR/train/<class>/<image> and DIR/val/<class>/<image>"
     with pytest.raises(DatasetMissing, match=rf"{tmp_path / 'nowhere'} does not exist.*{layout}"):
-        load_split(config(tmp_path / "nowhere"), train=True)
+        train_split(config(tmp_path / "nowhere"), (0, 1), torch.Generator())
     (tmp_path / "flat" / "train").mkdir(parents=True)
     with pytest.raises(DatasetMissing, match=rf"{tmp_path / 'flat'} has no val/ folder; .*{layout}"):
-        load_split(config(tmp_path / "flat"), train=True)
+        train_split(config(tmp_path / "flat"), (0, 1), torch.Generator())
     (tmp_path / "flat" / "val").mkdir()
     with pytest.raises(DatasetMissing, match=rf"{tmp_path / 'flat' / 'train'} has no class folders"):
-        load_split(config(tmp_path / "flat"), train=True)
+        train_split(config(tmp_path / "flat"), (0, 1), torch.Generator())
     for split in ("train", "val"):
         (tmp_path / "flat" / split / "cat").mkdir()
     with pytest.raises(DatasetMissing, match=rf"{tmp_path / 'flat' / 'train'} holds no images"):
-        load_split(config(tmp_path / "flat"), train=True)
+        train_split(config(tmp_path / "flat"), (0, 1), torch.Generator())
     sets = ["dataset=imagefolder", "img_size=32", f"data_dir={tmp_path / 'nowhere'}", "device=cpu"]
     assert main(["train", "--out", str(tmp_path / "run"), *(a for s in sets for a in ("--set", s))]) == 1
     assert "does not exist" in capsys.readouterr().err
@@ -181,19 +187,21 @@ def test_bad_values_name_the_key(tree, changes, message) -> None:
 
 
 def test_data_order_depends_on_seed_and_epoch_only(tree) -> None:
-    split = load_split(config(tree), train=True)
-    again = load_split(config(tree), train=True)
-    assert isinstance(split, ImageFolderSplit)
-    epoch0 = split.epoch_indices(8, (0, 1), epoch=0)
+    split = ImageFolderSplit.training(config(tree), (0, 1))
+    again = ImageFolderSplit.training(config(tree), (0, 1))
+    epoch0 = split.epoch_indices(epoch=0)
     assert len(epoch0) == 24 and sorted(epoch0) == list(range(24))
-    assert again.epoch_indices(8, (0, 1), epoch=0) == epoch0  # a restarted process draws the same order
-    assert split.epoch_indices(8, (0, 1), epoch=1) != epoch0
-    assert split.epoch_indices(8, (0, 1), epoch=0, start=2) == epoch0[16:]  # mid-epoch resume skips done batches
-    shards = [split.epoch_indices(4, (rank, 2), epoch=0) for rank in range(2)]
+    assert again.epoch_indices(epoch=0) == epoch0  # a restarted process draws the same order
+    assert split.epoch_indices(epoch=1) != epoch0
+    assert split.epoch_indices(epoch=0, start=2) == epoch0[16:]  # mid-epoch resume skips done batches
+    shards = [
+        ImageFolderSplit.training(config(tree, batch_size=4), (rank, 2)).epoch_indices(epoch=0) for rank in range(2)
+    ]
     assert len(shards[0]) == len(shards[1]) == 12 and not set(shards[0]) & set(shards[1])
-    assert load_split(config(tree, seed=1), train=True).epoch_indices(8, (0, 1), epoch=0) != epoch0
+    assert ImageFolderSplit.training(config(tree, seed=1), (0, 1)).epoch_indices(epoch=0) != epoch0
 
 
+@pytest.mark.slow
 def test_resume_at_an_epoch_boundary_is_bit_identical(tree, tmp_path) -> None:
     # num_workers=1: augmentation runs in a worker seeded from (seed, epoch, rank), so it repeats after a resume.
     cfg = config(tree, epochs=2, num_workers=1)
@@ -211,6 +219,7 @@ def test_resume_at_an_epoch_boundary_is_bit_identical(tree, tmp_path) -> None:
     assert [h["train_loss"] for h in history[0]] == [h["train_loss"] for h in history[1]]
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_whole_job_saves_mid_epoch_and_resumes(tmp_path) -> None:
     # SLURM signals every process of a job, DataLoader workers too: the trainer must still save at a step boundary.
     # The resumed epoch has the same order and the same mixing draws; the augmentation differs (workers restart).
@@ -235,7 +244,7 @@ def test_sigterm_to_the_whole_job_saves_mid_epoch_and_resumes(tmp_path) -> None:
     os.killpg(proc.pid, signal.SIGTERM)  # the process group this test started: trainer and its worker
     assert proc.wait(timeout=60) == PREEMPTED_EXIT, log.read_text()
     state = torch.load(out / CHECKPOINT, weights_only=True)
-    assert state["epoch"] == 0 and 6 <= state["step"] < 24 and state["order"] is None
+    assert state["epoch"] == 0 and 6 <= state["step"] < 24 and state["data"] == {}
 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr

@@ -10,6 +10,8 @@ from transmix.mixing import attention_lam, box_mask
 from transmix.pairs import cutmix_pairs
 from transmix.train import train
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def run_dir(fashion_root, tmp_path_factory):

@@ -3,16 +3,16 @@ checkpoint, a crash while writing, a diverging loss. Deterministic CPU settings 
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from transmix.train import CHECKPOINT, FINAL, PREEMPTED_EXIT, PREVIOUS
+from transmix.checkpoint import CHECKPOINT, FINAL, PREEMPTED_EXIT, PREVIOUS
 
 pytestmark = pytest.mark.slow
 
@@ -30,11 +30,18 @@ def run(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(command(root, out, *extra), capture_output=True, text=True, timeout=600)
 
 
-def wait_for(predicate, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for the trainer"
-        time.sleep(0.02)
+def start(root: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen(command(root, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(proc: subprocess.Popen, text: str) -> str:
+    """Read the trainer's log until a line holds ``text`` (it logs every 8 steps); everything read so far."""
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    raise AssertionError(f"the trainer ended before logging {text!r}:\n{''.join(seen)[-3000:]}")
 
 
 def epoch_of(path: Path) -> tuple[int, int]:
@@ -59,9 +66,8 @@ def reference(fashion_root, tmp_path_factory) -> Path:
 
 def test_kill_9_mid_epoch_then_rerun_is_bit_identical(fashion_root, reference, tmp_path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen(command(fashion_root, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: (out / CHECKPOINT).exists())  # epoch 1 is saved; epoch 2 is under way
-    time.sleep(0.3)
+    proc = start(fashion_root, out)
+    wait_for_line(proc, "epoch 2/3 step 8/32")  # epoch 1 is saved; epoch 2 is under way
     proc.kill()  # SIGKILL: nothing can be saved
     proc.wait()
     assert not (out / FINAL).exists() and epoch_of(out / CHECKPOINT) == (1, 0)
@@ -73,9 +79,8 @@ def test_kill_9_mid_epoch_then_rerun_is_bit_identical(fashion_root, reference, t
 
 def test_sigterm_saves_mid_epoch_and_resumes_bit_identical(fashion_root, reference, tmp_path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.Popen(command(fashion_root, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: (out / CHECKPOINT).exists())
-    time.sleep(0.5)
+    proc = start(fashion_root, out)
+    wait_for_line(proc, "epoch 2/3 step 8/32")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == PREEMPTED_EXIT, err
@@ -90,7 +95,7 @@ def test_sigterm_saves_mid_epoch_and_resumes_bit_identical(fashion_root, referen
 
 def test_truncated_checkpoint_falls_back_to_the_previous_one(fashion_root, reference, tmp_path) -> None:
     out = tmp_path / "run"
-    assert run(fashion_root, out).returncode == 0
+    shutil.copytree(reference, out)  # a finished run: checkpoint.pt after epoch 3, checkpoint.prev.pt after epoch 2
     (out / FINAL).unlink()
     assert (out / PREVIOUS).exists() and epoch_of(out / PREVIOUS)[0] == 2
     data = (out / CHECKPOINT).read_bytes()
@@ -101,23 +106,33 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(fashion_root, refer
     same_weights(reference / FINAL, out / FINAL)
 
 
-@pytest.mark.parametrize("name", [CHECKPOINT, "results.csv"])
+# Each file a later step trusts goes through its real writer, stopped dead (SIGKILL) while the new contents are
+# written but not yet renamed into place: at the fsync, which the writer calls just before the rename.
+WRITERS = {
+    CHECKPOINT: "from transmix.checkpoint import atomic_save\natomic_save({'weights': list(range(1000))}, path)",
+    "results.csv": "import pandas as pd\nfrom transmix.results import COLUMNS, write\n"
+    "row = {c: 'x' for c in COLUMNS} | {'seed': 0, 'epochs': 1, 'level': 0.0, 'value': 1.0, 'n': 1, 'source': 'ours'}\n"
+    "write(pd.DataFrame([row | {'run_id': f'r{i}'} for i in range(1000)]), path)",
+    "history.jsonl": "from transmix.checkpoint import atomic_write_text\natomic_write_text('{}\\n' * 1000, path)",
+}
+STALL = (
+    "import os, sys, time\nfrom pathlib import Path\npath = Path(sys.argv[1])\n"
+    "def stall(fd):\n    print('writing', flush=True)\n    time.sleep(600)\nos.fsync = stall\n"
+)
+
+
+@pytest.mark.parametrize("name", list(WRITERS))
 def test_crash_while_writing_leaves_the_old_file(tmp_path, name) -> None:
-    # Every file a later step trusts (checkpoints, history, results tables) is written through atomic_open.
     target = tmp_path / name
     target.write_bytes(b"old")
-    script = (
-        "import sys, time; from transmix.atomic import atomic_open\n"
-        "with atomic_open(sys.argv[1], 'wb') as fh:\n"
-        "    fh.write(b'half of the new file'); fh.flush(); print('writing', flush=True); time.sleep(60)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "writing"
+    proc = subprocess.Popen([sys.executable, "-c", STALL + WRITERS[name], str(target)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "writing", proc.stderr.read()
     proc.kill()
     proc.wait()
     assert target.read_bytes() == b"old", "the file a later step reads is untouched"
     leftovers = [p for p in tmp_path.iterdir() if p != target]
-    assert all(p.name.startswith(f".{name}.") and p.name.endswith(".tmp") for p in leftovers)
+    assert len(leftovers) == 1 and leftovers[0].name.startswith(f".{name}.") and leftovers[0].stat().st_size > 1000
 
 
 def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(fashion_root, tmp_path) -> None:

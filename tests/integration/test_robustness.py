@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from transmix import robustness
 from transmix.cli import main
-from transmix.config import ConfigError, from_dict
-from transmix.evaluate import load_final, variants
-from transmix.models import create_model
+from transmix.config import ConfigError
+from transmix.evaluate import load_final, top_k, variants
 from transmix.results import read
-from transmix.robustness import Protocol
-from transmix.train import top_k, train
+from transmix.robustness import adversarial, corruptions, images, ood, protocol, spatial
+from transmix.robustness.context import Context
+from transmix.robustness.protocol import Protocol
 
 pytestmark = pytest.mark.slow
 CPU = torch.device("cpu")
@@ -30,30 +29,14 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def run_dir(fashion_root, tmp_path_factory):
-    cfg = from_dict(
-        dict(
-            data_dir=str(fashion_root),
-            train_subset=2048,
-            val_subset=128,
-            epochs=2,
-            batch_size=64,
-            warmup_epochs=0,
-            lr=0.003,
-            ema_decay=0.9,
-            method="transmix",
-            device="cpu",
-        )
-    )
-    out = tmp_path_factory.mktemp("robust") / "vit_micro_patch4_28__transmix__s0"
-    train(cfg, out, progress=False)
-    return out
+def run_dir(finished_run):
+    return finished_run
 
 
 @pytest.fixture(scope="module")
 def loaded(run_dir):
     cfg, state = load_final(run_dir, CPU)
-    test = robustness.load_images(cfg, Protocol(), robustness.SUITES)
+    test = images.load_images(cfg, Protocol(), protocol.SUITES)
     return variants(cfg, state, test, CPU), test
 
 
@@ -71,64 +54,26 @@ def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def test_protocol_is_strict() -> None:
-    with pytest.raises(ConfigError, match="`occlusion_fraction`.*did you mean `occlusion_fractions`"):
-        robustness.load(["occlusion_fraction=[0.5]"])
-    with pytest.raises(ConfigError, match=r"corruption_severities holds \[6\]"):
-        robustness.load(["corruption_severities=[1,6]"])
-    with pytest.raises(ConfigError, match=r"corruption_names holds \['gausian_noise'\]"):
-        Protocol(corruption_names=("gausian_noise",))
-    with pytest.raises(ConfigError, match="shuffle_grids lists \\[2\\] more than once"):
-        robustness.load(["shuffle_grids=[2,2]"])
-    with pytest.raises(ConfigError, match="ood_images=6000"):
-        robustness.load(["ood_images=6000"])
-    protocol = robustness.load(["adversarial_epsilons=[0, 8/255]", "shuffle_grids=7", "pgd_random_start=false"])
-    assert protocol.adversarial_epsilons == (0.0, 8 / 255) and protocol.shuffle_grids == (7,)
-    assert protocol.pgd_random_start is False
-    assert "occlusion_fractions" in robustness.describe() and "8/255" in robustness.describe()
-
-
-def test_corruption_names_are_the_librarys() -> None:
-    from imagecorruptions import get_corruption_names
-
-    assert robustness.CORRUPTIONS == tuple(get_corruption_names("all"))
-    assert robustness.COMMON_CORRUPTIONS == tuple(get_corruption_names("common"))
-
-
 def test_occlusion_drops_whole_patches(loaded) -> None:
     models, test = loaded
-    rows, cols = robustness.patch_cells(models["raw"], (28, 28))
+    rows, cols = spatial.patch_cells(models["raw"], (28, 28))
     assert rows.max() == cols.max() == 6  # 4-pixel patches of vit_micro_patch4_28: 7x7
     x = test.images[:50] + 10.0  # no pixel is background any more, so every blacked-out patch shows
     background = test.background
     assert background.shape == (1, 1, 1) and test.pixels(background[None]).item() == 0  # black, normalised
-    half = robustness.occlude(x, rows, cols, 0.5, gen(), background)
+    half = spatial.occlude(x, rows, cols, 0.5, gen(), background)
     black = (half == background).view(50, 7, 4, 7, 4)
     assert (black.all(dim=(2, 4)) == black.any(dim=(2, 4))).all()  # whole patches or nothing
     assert (black.all(dim=(2, 4)).sum(dim=(1, 2)) == 25).all()  # round(0.5 * 49), half up
     assert torch.equal(half[half != background], x[half != background])
-    assert (robustness.occlude(x, rows, cols, 1.0, gen(), background) == background).all()
-    assert torch.equal(robustness.occlude(x, rows, cols, 0.0, gen(), background), x)
-
-
-def test_patch_cells_follow_each_family() -> None:
-    # ViT: 4-pixel patches. XCiT and PVT-v2 downsample 8 times with padded convolutions, so token i is centred
-    # on pixel 8 i: cells 0-4, 4-12, 12-20, 20-28. Swin under a class-attention head: merged 4-pixel patches.
-    cells = {
-        "vit_micro_patch4_28": [c for c in range(7) for _ in range(4)],
-        "xcit_micro_patch8_28": [0] * 4 + [1] * 8 + [2] * 8 + [3] * 8,
-        "pvt_v2_micro_28": [0] * 4 + [1] * 8 + [2] * 8 + [3] * 8,
-        "swin_micro_patch2_28": [c for c in range(7) for _ in range(4)],
-    }
-    for name, expected in cells.items():
-        rows, cols = robustness.patch_cells(create_model(name, num_classes=10, in_chans=1, img_size=28), (28, 28))
-        assert rows.tolist() == cols.tolist() == expected, name
+    assert (spatial.occlude(x, rows, cols, 1.0, gen(), background) == background).all()
+    assert torch.equal(spatial.occlude(x, rows, cols, 0.0, gen(), background), x)
 
 
 def test_occlusion_zero_is_clean_and_dropping_hurts(loaded) -> None:
     models, test = loaded
     protocol = Protocol(occlusion_images=400, occlusion_fractions=(0.0, 0.9))
-    rows = table(robustness.occlusion(models, test, protocol, CPU, gen()))
+    rows = table(spatial.occlusion(Context(models, test, protocol, CPU, gen())))
     for variant, model in models.items():
         clean = clean_top1(model, test, 400)
         assert rows["occlusion", "patch_drop", 0.0, variant, "top1"] == clean
@@ -138,22 +83,22 @@ def test_occlusion_zero_is_clean_and_dropping_hurts(loaded) -> None:
 def test_shuffle_one_cell_is_clean_and_keeps_pixels(loaded) -> None:
     models, test = loaded
     protocol = Protocol(shuffle_images=300, shuffle_grids=(1, 7))
-    rows = table(robustness.shuffle(models, test, protocol, CPU, gen()))
+    rows = table(spatial.shuffle(Context(models, test, protocol, CPU, gen())))
     for variant, model in models.items():
         assert rows["shuffle", "patch_shuffle", 1, variant, "top1"] == clean_top1(model, test, 300)
     x = test.images[:20]
-    shuffled = robustness.shuffle_cells(x, 7, gen())
+    shuffled = spatial.shuffle_cells(x, 7, gen())
     assert not torch.equal(shuffled, x)
     assert torch.equal(shuffled.flatten(1).sort(dim=1).values, x.flatten(1).sort(dim=1).values)
     with pytest.raises(ConfigError, match="shuffle_grids holds 3.*1, 2, 4, 7, 14, 28"):
-        robustness.shuffle(models, test, Protocol(shuffle_grids=(1, 3)), CPU, gen())
+        spatial.shuffle(Context(models, test, Protocol(shuffle_grids=(1, 3)), CPU, gen()))
 
 
 def test_adversarial_zero_is_clean_and_attacks_hurt(loaded) -> None:
     models, test = loaded
     eps = 8 / 255
     protocol = Protocol(adversarial_images=100, adversarial_epsilons=(0.0, eps), pgd_steps=5)
-    rows = table(robustness.adversarial(models, test, protocol, CPU, gen()))
+    rows = table(adversarial.adversarial(Context(models, test, protocol, CPU, gen())))
     for variant, model in models.items():
         clean = clean_top1(model, test, 100)
         assert rows["adversarial", "fgsm", 0.0, variant, "top1"] == clean
@@ -168,34 +113,35 @@ def test_attacks_are_bounded_seeded_and_one_step_pgd_is_fgsm(loaded) -> None:
     models, test = loaded
     eps = 8 / 255
     pixels, labels = test.pixels(test.images[:32]).float() / 255, test.labels[:32]
-    wrapped = robustness.PixelSpace(models["raw"], test.normalise)
+    wrapped = adversarial.PixelSpace(models["raw"], test.normalise)
     protocol = Protocol(pgd_steps=3)
     state = torch.get_rng_state()
-    pgd = robustness.attack(wrapped, "pgd", eps, pixels, labels, 7, protocol)
+    pgd = adversarial.attack(wrapped, "pgd", eps, pixels, labels, 7, protocol)
     assert torch.equal(torch.get_rng_state(), state), "PGD's random start leaked into the global RNG"
-    assert torch.equal(pgd, robustness.attack(wrapped, "pgd", eps, pixels, labels, 7, protocol))
-    assert not torch.equal(pgd, robustness.attack(wrapped, "pgd", eps, pixels, labels, 8, protocol))
-    fgsm = robustness.attack(wrapped, "fgsm", eps, pixels, labels, 0, protocol)
+    assert torch.equal(pgd, adversarial.attack(wrapped, "pgd", eps, pixels, labels, 7, protocol))
+    assert not torch.equal(pgd, adversarial.attack(wrapped, "pgd", eps, pixels, labels, 8, protocol))
+    fgsm = adversarial.attack(wrapped, "fgsm", eps, pixels, labels, 0, protocol)
     assert not models["raw"].training, "the attack left the model in training mode (drop-path on)"
     for adv in (pgd, fgsm):
         assert eps / 2 < (adv - pixels).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     # One PGD step of size epsilon from the clean image is FGSM: checks how the protocol reaches the library.
     one_step = Protocol(pgd_steps=1, pgd_alpha=1.0, pgd_random_start=False)
-    assert torch.allclose(robustness.attack(wrapped, "pgd", eps, pixels, labels, 0, one_step), fgsm, atol=1e-6)
+    assert torch.allclose(adversarial.attack(wrapped, "pgd", eps, pixels, labels, 0, one_step), fgsm, atol=1e-6)
 
 
 def test_ood_scores_fashion_against_real_mnist(loaded) -> None:
     models, test = loaded
-    digits = robustness.mnist_digits()
+    digits = ood.mnist_digits()
     assert digits.shape == (5000, 28, 28) and digits.dtype == torch.uint8 and digits.max() == 255
     raw = {"raw": models["raw"]}
-    rows = table(robustness.ood(raw, test, Protocol(ood_images=1000), CPU, gen()))
+    context = Context(raw, test, Protocol(ood_images=1000), CPU, gen())
+    rows = table(ood.ood(context))
     assert set(rows) == {("ood", "mnist", None, "raw", metric) for metric in ("auroc", "aupr", "aupr_out")}
     # AUROC is the chance that an in-distribution image scores above a digit (ties count half): count it directly,
     # on the same images (the digits are a seeded random 1000 of the 5000, which ship sorted by class).
     picked = digits[torch.randperm(5000, generator=gen())[:1000]]
-    inside = robustness.max_softmax(models["raw"], test.images[:1000], CPU, "fp32", 500)
-    outside = robustness.max_softmax(models["raw"], test.normalise(picked[:, None]), CPU, "fp32", 500)
+    inside = ood.max_softmax(context, models["raw"], test.images[:1000])
+    outside = ood.max_softmax(context, models["raw"], test.normalise(picked[:, None]))
     ranked = outside.sort().values
     below, not_above = (torch.searchsorted(ranked, inside, side=side) for side in ("left", "right"))
     above = (below.double() + 0.5 * (not_above - below).double()).sum() / (len(inside) * len(outside))
@@ -215,16 +161,16 @@ def test_corruption_hurts_is_seeded_and_leaves_numpy_alone(loaded) -> None:
     protocol = Protocol(corruption_images=150, corruption_names=names, corruption_severities=(1, 5))
     np.random.seed(123)
     state = np.random.get_state()
-    rows = robustness.corruption(models, test, protocol, CPU, gen())
+    rows = corruptions.corruption(Context(models, test, protocol, CPU, gen()))
     assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), state, strict=True))
-    assert table(rows) == table(robustness.corruption(models, test, protocol, CPU, gen()))
+    assert table(rows) == table(corruptions.corruption(Context(models, test, protocol, CPU, gen())))
     assert {r["n"] for r in rows} == {150} and len(rows) == 3 * 2 * 2
     top1 = table(rows)
     assert any(top1["corruption", c, 5, "raw", "top1"] < top1["corruption", c, 1, "raw", "top1"] for c in names), top1
     pixels = test.pixels(test.images[:8])[:, 0].numpy()
-    noisy = robustness.corrupt_images(pixels, "gaussian_noise", 5, range(8))
+    noisy = corruptions.corrupt_images(pixels, "gaussian_noise", 5, range(8))
     assert noisy.shape == pixels.shape and noisy.dtype == np.uint8 and (noisy != pixels).mean() > 0.5
-    assert np.array_equal(noisy, robustness.corrupt_images(pixels, "gaussian_noise", 5, range(8)))
+    assert np.array_equal(noisy, corruptions.corrupt_images(pixels, "gaussian_noise", 5, range(8)))
 
 
 def test_cli_writes_every_suite_for_both_variants(run_dir, tmp_path, capsys) -> None:
@@ -256,7 +202,7 @@ def test_cli_writes_every_suite_for_both_variants(run_dir, tmp_path, capsys) -> 
     )
     assert code == 0, capsys.readouterr().err
     df = read(out)
-    assert set(df.suite) == set(robustness.SUITES) - {"natural"} and set(df.variant) == {"raw", "ema"}
+    assert set(df.suite) == set(protocol.SUITES) - {"natural"} and set(df.variant) == {"raw", "ema"}
     assert (df.run_id == run_dir.name).all() and (df.source == "ours").all()
     assert df.groupby("suite").n.unique().map(list).to_dict() == {
         "adversarial": [20],

@@ -1,18 +1,17 @@
-"""Real training on real Fashion-MNIST images: run directory, resume, evaluation, CLI errors."""
+"""Real training on real Fashion-MNIST images: run directory, resume, the label per method, evaluation."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 import yaml
 
+from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, RESOLVED
 from transmix.config import from_dict
 from transmix.evaluate import clean
-from transmix.train import CHECKPOINT, FINAL, HISTORY, RESOLVED, TrainingError, train
+from transmix.train import TrainingError, train
 
 pytestmark = pytest.mark.slow
 
@@ -32,22 +31,22 @@ def tiny(root, **changes):
     return from_dict({**values, **changes})
 
 
-def test_run_directory_contents(fashion_root, tmp_path) -> None:
-    cfg = tiny(fashion_root)
-    final = train(cfg, tmp_path / "run", progress=False)
-    assert final == tmp_path / "run" / FINAL
+def test_run_directory_contents(finished_run) -> None:
     for name in (CHECKPOINT, FINAL, HISTORY, RESOLVED):
-        assert (tmp_path / "run" / name).is_file(), name
-    history = [json.loads(line) for line in (tmp_path / "run" / HISTORY).read_text().splitlines()]
+        assert (finished_run / name).is_file(), name
+    history = [json.loads(line) for line in (finished_run / HISTORY).read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
     assert all(0 <= h["val_top1"] <= 100 for h in history)
     assert sum(h["cutmix_batches"] for h in history) > 0
-    resolved = yaml.safe_load((tmp_path / "run" / RESOLVED).read_text())
-    assert resolved["config"] == cfg.to_dict() and resolved["config_hash"] == cfg.hash()
-    assert resolved["effective"]["steps_per_epoch"] == 8 and resolved["effective"]["lr"] == cfg.lr
+    resolved = yaml.safe_load((finished_run / RESOLVED).read_text())
+    cfg = from_dict(resolved["config"])
+    assert resolved["config_hash"] == cfg.hash() and cfg.train_subset == 2048 and cfg.batch_size == 64
+    assert resolved["effective"]["steps_per_epoch"] == 32 and resolved["effective"]["lr"] == cfg.lr
     assert {"torch", "timm", "git_sha"} <= set(resolved["environment"])
-    state = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)  # no pickled code in checkpoints
-    assert state["epoch"] == 2
+    state = torch.load(finished_run / CHECKPOINT, weights_only=True)  # no pickled code in checkpoints
+    assert state["epoch"] == 2 and state["step"] == 0 and state["data"] == {}  # an epoch boundary keeps no order
+    final = torch.load(finished_run / FINAL, weights_only=True)
+    assert final["config_hash"] == cfg.hash() and final["epochs"] == 2
 
 
 def test_resumed_run_equals_uninterrupted(fashion_root, tmp_path) -> None:
@@ -84,18 +83,20 @@ def test_methods_differ_only_in_labels(fashion_root, tmp_path) -> None:
     assert h["deit"]["lam_attn_mean"] is None and h["deit"]["lam_gap_mean"] is None
 
 
-def test_other_config_in_run_dir_is_refused(fashion_root, tmp_path) -> None:
-    train(tiny(fashion_root, epochs=1), tmp_path / "run", progress=False)
+def test_other_config_in_run_dir_is_refused(finished_run) -> None:
+    before = {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()}
+    cfg = from_dict(yaml.safe_load((finished_run / RESOLVED).read_text())["config"])
     with pytest.raises(TrainingError, match=r"another config.*'lr'"):
-        train(tiny(fashion_root, epochs=1, lr=0.01), tmp_path / "run", progress=False)
+        train(cfg.replace(lr=0.01), finished_run, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before, "the run was left as it was"
 
 
-def test_evaluate_rows(fashion_root, tmp_path) -> None:
-    train(tiny(fashion_root, epochs=1, study="s1"), tmp_path / "m__transmix__s0", progress=False)
-    rows = clean(tmp_path / "m__transmix__s0", device="cpu")
-    history = rows[rows.suite == "history"]  # one epoch: loss, val top-1 raw and EMA, lambdas, throughput
-    assert set(history.level) == {1} and (history.n.isna() | (history.n == 128)).all()
-    assert sorted(zip(history.variant, history.metric, strict=True))[:2] == [
+def test_evaluate_rows(finished_run) -> None:
+    rows = clean(finished_run, device="cpu")
+    history = rows[rows.suite == "history"]  # per epoch: loss, val top-1 raw and EMA, lambdas, throughput
+    assert set(history.level) == {1, 2} and (history.n.isna() | (history.n == 128)).all()
+    assert sorted(zip(history.variant, history.metric, strict=True))[:3] == [
+        ("ema", "val_top1"),
         ("ema", "val_top1"),
         ("raw", "images_per_second"),
     ]
@@ -106,23 +107,9 @@ def test_evaluate_rows(fashion_root, tmp_path) -> None:
         ("raw", "top1"),
         ("raw", "top5"),
     ]
-    assert (df.n == 10000).all() and (df.study == "s1").all() and (df.source == "ours").all()
+    assert (df.n == 10000).all() and (df.study == "shared").all() and (df.source == "ours").all()
+    assert (df.run_id == finished_run.name).all()
     top = df.set_index(["variant", "metric"])["value"]
     assert top["raw", "top1"] <= top["raw", "top5"] <= 100
-
-
-def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "transmix.cli", *args], capture_output=True, text=True, cwd=cwd)
-
-
-def test_cli_errors_are_clear(fashion_root, tmp_path) -> None:
-    bad = cli("train", "--out", str(tmp_path / "r"), "--set", "mixup-switch-prob=0.8")
-    assert bad.returncode == 2 and "did you mean `switch_prob`" in bad.stderr and "Traceback" not in bad.stderr
-    odd = cli("train", "--out", str(tmp_path / "r"), "--set", "batch_size=33")
-    assert odd.returncode == 2 and "batch_size=33 is odd" in odd.stderr
-    missing = cli("train", "--out", str(tmp_path / "r"), "--set", f"data_dir={tmp_path / 'nowhere'}")
-    assert missing.returncode == 1 and "transmix data" in missing.stderr
-    unfinished = cli("evaluate", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.csv"))
-    assert unfinished.returncode == 1 and "has not finished" in unfinished.stderr
-    helped = cli("train", "--help")
-    assert helped.returncode == 0 and "switch_prob" in helped.stdout and "area_weight" in helped.stdout
+    first = clean(finished_run, device="cpu", images=500)  # the first 500 test images
+    assert (first[first.suite == "clean"].n == 500).all()

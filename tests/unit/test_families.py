@@ -18,7 +18,7 @@ from transmix.attention import ClassAttention, ExplicitClassAttention, last_atte
 from transmix.config import from_dict
 from transmix.mixing import box_mask
 from transmix.models import MICRO_MODELS, ClassAttentionHead, create_model
-from transmix.train import Stepper
+from transmix.step import Stepper
 
 # the token grid the class token attends to on 28x28 input, worked out by hand from each patch embedding
 GRIDS = {

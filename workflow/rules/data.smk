@@ -1,4 +1,4 @@
-if dataset() == "imagefolder":
+if STUDY.dataset == "imagefolder":
 
     rule data:
         """Decode every image of the study's ImageFolder before any training job starts; a corrupt file fails the
@@ -6,9 +6,9 @@ if dataset() == "imagefolder":
         output:
             data_files(),
         params:
-            root=data_dir(),
+            root=STUDY.data_dir,
         log:
-            f"results/{STUDY}/logs/data.log",
+            f"results/{STUDY.name}/logs/data.log",
         threads: data_resource("threads")
         resources:
             mem_mb=data_resource("mem_mb"),
@@ -21,13 +21,15 @@ if dataset() == "imagefolder":
 else:
 
     rule data:
-        """Fashion-MNIST in torchvision's layout (from Debian's package, or downloaded)."""
+        """Fashion-MNIST in torchvision's layout (from Debian's package, or downloaded). Unpacking 30 MB needs no
+        cluster job: it runs where Snakemake runs (the ImageFolder check above is a cluster job)."""
+        localrule: True
         output:
             data_files(),
         params:
             root=data_root,
         log:
-            f"{data_dir()}/prepare.log",
+            f"{STUDY.data_dir}/prepare.log",
         threads: data_resource("threads")
         resources:
             mem_mb=data_resource("mem_mb"),

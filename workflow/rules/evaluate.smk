@@ -6,6 +6,7 @@ rule evaluate:
         "results/{study}/evaluate/{run_id}.csv",
     params:
         run=run_dir,
+        images=STUDY.evaluation_images,
     log:
         "results/{study}/logs/evaluate/{run_id}.log",
     threads: resource("evaluate", "threads")
@@ -16,11 +17,13 @@ rule evaluate:
     conda:
         "../../environment.yml"
     shell:
-        "transmix evaluate --run {params.run:q} --out {output:q} --threads {threads} > {log:q} 2>&1"
+        "transmix evaluate --run {params.run:q} --out {output:q} --images {params.images} --threads {threads} > {log:q} 2>&1"
 
 
 rule ablation:
-    """One point of the ablation grid: its runs' tables together (ask for this file to run one point)."""
+    """One point of the ablation grid: its runs' tables together (ask for this file to run one point). Joining
+    tables needs no cluster job: it runs where Snakemake runs."""
+    localrule: True
     input:
         ablation_csvs,
     output:
@@ -38,7 +41,8 @@ rule ablation:
 
 
 rule collect:
-    """One validated table for the study, with the published numbers beside ours."""
+    """One validated table for the study, with the published numbers beside ours; where Snakemake runs."""
+    localrule: True
     input:
         evaluation_csvs,
     output:

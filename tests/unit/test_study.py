@@ -1,0 +1,108 @@
+"""A study config -> its runs, and every way a study config can be wrong, in process: the same checks the
+Snakefile runs when it parses (the JSON schema, then :meth:`Study.check`), on the repository's own study files.
+One subprocess test in tests/workflow shows that such an error stops Snakemake before any job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from transmix.config import ConfigError
+from transmix.study import Study, StudyError, parse_run_id, run_id
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
+
+
+def config(name: str) -> dict:
+    return yaml.safe_load((REPO / f"workflow/config/{name}.yaml").read_text())
+
+
+def study(values: dict) -> Study:
+    """As the Snakefile does: schema first, then the study's own checks."""
+    validate(values, str(SCHEMA))
+    parsed = Study(values)
+    parsed.check()
+    return parsed
+
+
+def test_run_ids_round_trip() -> None:
+    assert run_id("vit_micro_patch4_28", "deit", 2) == "vit_micro_patch4_28__deit__s2"
+    text = run_id("vit_micro_patch4_28", "transmix", 0, "attn_block=-2")
+    assert parse_run_id(text) == {"model": "vit_micro_patch4_28", "method": "transmix", "seed": 0,
+                                  "point": "attn_block=-2"}  # fmt: skip
+    with pytest.raises(StudyError, match="is not model__method__s<seed>"):
+        parse_run_id("vit__deit__seed0")
+
+
+def test_the_default_study_is_six_runs_and_three_notebooks() -> None:
+    default = study(config("default"))
+    assert default.run_ids() == [f"vit_micro_patch4_28__{m}__s{s}" for m in ("deit", "transmix") for s in range(3)]
+    assert default.notebooks() == ["01_main_results", "04_attention_vs_area", "05_training_dynamics"]
+    assert default.points == {}
+    assert default.evaluation_images == 0 and study(config("smoke")).evaluation_images == 1000
+
+
+def test_the_ablation_grid_and_its_points() -> None:
+    grid = study(config("ablations"))
+    assert len(grid.points) == 12 and grid.points["attn_block=-2"] == ("attn_block", -2)
+    # 9 TransMix-only points (w, block, k, heads) x 3 seeds; 3 points of both methods x 2 x 3 seeds
+    runs = [run for point in grid.points for run in grid.ablation_runs(point)]
+    assert len(runs) == len(set(runs)) == 9 * 3 + 3 * 2 * 3
+    assert grid.ablation_runs("attn_block=-2") == [f"vit_micro_patch4_28__transmix__s{s}__attn_block=-2"
+                                                   for s in range(3)]  # fmt: skip
+    assert len(grid.ablation_runs("switch_prob=0.8")) == 6  # deit and transmix: the gain at this value
+    settings = grid.settings("vit_micro_patch4_28__transmix__s1__attn_block=-2")
+    assert settings["attn_block"] == -2 and settings["ablation"] == "attn_block=-2" and settings["seed"] == 1
+    assert settings["lr"] == 0.002 and settings["study"] == "ablations"
+    assert grid.notebooks() == ["01_main_results", "03_ablations", "04_attention_vs_area", "05_training_dynamics"]
+    with pytest.raises(StudyError, match="'attn_block=-3' is not a point"):
+        grid.settings("vit_micro_patch4_28__transmix__s1__attn_block=-3")
+
+
+def test_per_model_overrides_reach_their_runs_only() -> None:
+    imagenet = study(config("imagenet"))
+    small = imagenet.settings("deit_small_patch16_224__transmix__s0")
+    base = imagenet.settings("deit_base_patch16_224__transmix__s0")
+    assert (small["weight_decay"], small["warmup_epochs"], small["switch_prob"]) == (0.03, 20, 0.5)
+    assert (base["weight_decay"], base["warmup_epochs"], base["switch_prob"]) == (0.05, 5, 0.8)
+    assert imagenet.model_config("deit_small_patch16_224").weight_decay == 0.03
+    assert len(imagenet.run_ids()) == 32 and imagenet.dataset == "imagefolder"
+
+
+def edit_axes(axes: dict):
+    def edit(values: dict) -> None:
+        values["ablations"]["axes"] = axes
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "error", "message"),
+    [
+        ("smoke", lambda c: c["train"].update(swich_prob=0.8), ConfigError, "did you mean `switch_prob`"),
+        ("smoke", lambda c: c.update(seed=3), Exception, "Additional properties are not allowed"),
+        ("smoke", lambda c: c.update(methods=["deit", "transmixx"]), Exception, "transmixx"),
+        ("smoke", lambda c: c["robustness"].update(suites=["natural", "occlusion"]), ConfigError,
+         "Fashion-MNIST has no natural"),
+        ("smoke", lambda c: c["robustness"]["protocol"].update(occlusion_fraction=[0.5]), ConfigError,
+         "did you mean `occlusion_fractions`"),
+        ("imagenet", lambda c: c["overrides"].update(deit_smal_patch16_224={"lr": 0.1}), StudyError,
+         r"overrides name model\(s\) not in `models`: \['deit_smal_patch16_224'\]"),
+        ("imagenet", lambda c: c["overrides"]["deit_small_patch16_224"].update(lr=-1), ConfigError,
+         "lr=-1.0 must be > 0"),
+        ("ablations", edit_axes({"area_weight": [0.5]}), StudyError, "area_weight=0.5 is the study's own setting"),
+        ("ablations", edit_axes({"model": ["deit_tiny_patch16_224"]}), StudyError, "names the run or its data"),
+        ("ablations", edit_axes({"attn_head": ["max"]}), ConfigError, "did you mean `attn_heads`"),
+        ("ablations", edit_axes({"attn_blocks": [0]}), ConfigError, "attn_blocks=0 must be >= 1"),
+        ("ablations", lambda c: c["ablations"].update(models=["vit_nano"]), StudyError, "ablations name model"),
+    ],
+)  # fmt: skip
+def test_a_bad_study_is_refused_naming_the_key(name: str, edit, error: type, message: str) -> None:
+    values = config(name)
+    edit(values)
+    with pytest.raises(error, match=message):
+        study(values)

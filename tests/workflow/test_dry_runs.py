@@ -1,0 +1,122 @@
+"""The Snakemake pipeline without running it: dry-run job lists, lint, quoting, and a config error that stops it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow  # every test here starts Snakemake
+REPO = Path(__file__).resolve().parents[2]
+RUN = "vit_micro_patch4_28__transmix__s0"
+
+
+def test_dry_run_lists_the_default_study(pipeline, snakemake, dry_run_jobs) -> None:
+    result = snakemake(pipeline, "-n")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    # notebooks 01 (main result), 04 (attention vs area) and 05 (training dynamics)
+    assert dry_run_jobs(out) == {
+        "all": 1,
+        "collect": 1,
+        "data": 1,
+        "evaluate": 6,
+        "notebook": 3,
+        "train": 6,
+        "total": 18,
+    }
+    for method in ("deit", "transmix"):
+        for seed in range(3):
+            assert f"results/default/train/vit_micro_patch4_28__{method}__s{seed}/final.pt" in out
+
+
+def test_one_target_runs_only_its_jobs(pipeline, snakemake, dry_run_jobs) -> None:
+    result = snakemake(pipeline, "-n", f"results/default/evaluate/{RUN}.csv")
+    assert result.returncode == 0, result.stderr
+    assert dry_run_jobs(result.stdout + result.stderr) == {"data": 1, "evaluate": 1, "train": 1, "total": 3}
+
+
+def test_the_ablation_grid_and_one_point_as_one_target(pipeline, snakemake, dry_run_jobs) -> None:
+    config = ("--configfile", "workflow/config/ablations.yaml")
+    whole = snakemake(pipeline, "-n", *config)
+    assert whole.returncode == 0, whole.stderr
+    # 6 main runs; 9 TransMix-only points (w, block, k, heads) x 3 seeds; 3 points of both methods x 2 x 3 seeds
+    counts = dry_run_jobs(whole.stdout + whole.stderr)
+    assert counts["train"] == counts["evaluate"] == 6 + 9 * 3 + 3 * 2 * 3 and counts["ablation"] == 12
+
+    point = "results/ablations/ablations/attn_block=-2.csv"
+    one = snakemake(pipeline, "-n", "-p", point, *config)
+    assert one.returncode == 0, one.stderr
+    out = one.stdout + one.stderr
+    assert dry_run_jobs(out) == {"data": 1, "train": 3, "evaluate": 3, "ablation": 1, "total": 8}
+    trained = set(re.findall(r"results/ablations/train/(\S+)/final\.pt", out))
+    assert trained == {f"vit_micro_patch4_28__transmix__s{seed}__attn_block=-2" for seed in range(3)}
+    assert "--set attn_block=-2 " in out and "--set ablation=attn_block=-2 " in out
+
+    both = snakemake(pipeline, "-n", "results/ablations/ablations/switch_prob=0.8.csv", *config)
+    assert dry_run_jobs(both.stdout + both.stderr)["train"] == 6  # deit and transmix: the gain at this value
+
+
+def test_lint_is_clean(snakemake) -> None:
+    result = snakemake(REPO, "--lint")
+    assert result.returncode == 0 and "Congratulations" in result.stdout + result.stderr, result.stdout
+
+
+def test_a_bad_study_stops_snakemake_before_any_job(pipeline, snakemake) -> None:
+    # Every way a study can be wrong is tested in process (tests/unit/test_study.py); this shows the Snakefile runs
+    # those checks when it parses, so the error comes before any job and nothing is written.
+    config = pipeline / "workflow/config/smoke.yaml"
+    config.write_text(config.read_text().replace("  epochs: 1\n", "  epochs: 1\n  swich_prob: 0.8\n"))
+    result = snakemake(pipeline, "--cores", "1", "--configfile", str(config))
+    assert result.returncode != 0
+    assert "did you mean `switch_prob`" in result.stdout + result.stderr
+    assert not (pipeline / "results").exists() and not (pipeline / "data").exists()
+
+
+def test_multi_gpu_jobs_use_torchrun_and_config_values_reach_the_shell_quoted(pipeline, snakemake) -> None:
+    config = pipeline / "workflow/config/smoke.yaml"
+    text = config.read_text().replace("train: {threads: 1, mem_mb: 2000, runtime: 10}", "train: {threads: 1, "
+                                      "mem_mb: 2000, runtime: 10, gpus: 2}")  # fmt: skip
+    config.write_text(text.replace("data_dir: data", 'data_dir: "da ta; touch pwned"'))
+    dry = snakemake(pipeline, "-n", "-p", "--configfile", str(config))
+    assert dry.returncode == 0, dry.stderr
+    out = dry.stdout + dry.stderr
+    assert "torchrun --standalone --nproc_per_node 2 -m transmix.cli train --out" in out
+    assert "--threads 1 --progress" in out  # the job's threads shared by its processes (at least one each)
+    assert "--set 'data_dir=da ta; touch pwned'" in out
+    target = "da ta; touch pwned/FashionMNIST/raw/train-images-idx3-ubyte"
+    real = snakemake(pipeline, "--cores", "1", target, "--configfile", str(config))
+    assert real.returncode == 0, real.stderr
+    assert (pipeline / target).is_file() and not (pipeline / "pwned").exists()
+
+
+IMAGENET_MODELS = (
+    *(f"deit_{size}_patch16_224" for size in ("tiny", "small", "base")),
+    "cait_xxs24_224",
+    "cait_s24_224",
+    *(f"xcit_{size}_p16_224" for size in ("tiny_12", "small_12", "medium_24", "large_24")),
+    *(f"swin_{size}_patch4_window7_224" for size in ("tiny", "small", "base")),
+    *(f"pvt_v2_b{i}" for i in (1, 2, 3, 4)),
+)
+
+
+def test_dry_run_of_the_imagenet_study_needs_no_data(pipeline, snakemake, dry_run_jobs) -> None:
+    result = snakemake(pipeline, "-n", "-p", "--configfile", "workflow/config/imagenet.yaml")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    runs = len(IMAGENET_MODELS) * 2
+    assert dry_run_jobs(out) == {"all": 1, "collect": 1, "data": 1, "evaluate": runs, "robustness": runs,
+                               "notebook": 4, "train": runs, "total": 3 * runs + 7}  # fmt: skip
+    trained = set(re.findall(r"results/imagenet/train/(\S+)/final\.pt", out))
+    assert trained == {f"{model}__{method}__s0" for model in IMAGENET_MODELS for method in ("deit", "transmix")}
+    assert "transmix data --check --root /path/to/imagenet" in out  # the data job checks; nothing is read now
+    robust = next(line for line in out.splitlines() if "transmix robustness --run results/imagenet/train/" in line)
+    for arg in ("--suite natural", "--suite ood", "--set natural_dir=/path/to/imagenet-a",
+                "--set ood_dir=/path/to/imagenet-o"):  # fmt: skip
+        assert arg in robust
+    command = {model: line for line in out.splitlines() for model in ("deit_small", "deit_base")
+               if f"train --out results/imagenet/train/{model}_patch16_224__" in line}  # fmt: skip
+    for model, values in (("deit_small", "0.03 20 0.5"), ("deit_base", "0.05 5 0.8")):  # per-model overrides
+        for key, value in zip(("weight_decay", "warmup_epochs", "switch_prob"), values.split(), strict=True):
+            assert f"--set {key}={value} " in command[model], (model, key)

@@ -1,0 +1,172 @@
+"""What a run directory holds and how it is written, so that an interrupted run resumes to the same result.
+
+A run directory holds ``config.resolved.yaml`` (every hyperparameter as used, plus versions and git sha),
+``history.jsonl`` (one JSON line per epoch), ``checkpoint.pt`` (a :class:`Checkpoint`: everything needed to
+continue, every RNG state included; the one before it is kept as ``checkpoint.prev.pt``) and, when training
+finished, ``final.pt`` (raw and EMA weights). Every file is written to a temporary name and renamed
+(:mod:`transmix.atomic`), so a crash leaves the old file or the new one; a checkpoint that does not load is set
+aside and the previous one used. Files are loaded with ``weights_only=True``: no code runs from a checkpoint.
+
+SIGTERM (preemption) raises a flag (:func:`preemption_flag`) that the loop reads at step boundaries; it then saves
+and raises :class:`Preempted`, and the command exits with :data:`PREEMPTED_EXIT` so that the job is retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from transmix import __version__
+from transmix.atomic import atomic_open
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT, PREVIOUS, CORRUPT, FINAL = "checkpoint.pt", "checkpoint.prev.pt", "checkpoint.corrupt.pt", "final.pt"
+HISTORY, RESOLVED = "history.jsonl", "config.resolved.yaml"
+PREEMPTED_EXIT = 143  # 128 + SIGTERM: the job did not finish and should be run again
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of the run loads; the message says what to do."""
+
+
+class Preempted(RuntimeError):  # noqa: N818 - a state, not a fault
+    """SIGTERM arrived; a checkpoint was written at a step boundary. Rerunning the same command resumes."""
+
+
+@dataclass
+class Progress:
+    """Where a run stands: the epoch under way (0-based), the batches done in it, optimizer steps in all, the
+    history rows of finished epochs, and the sums the current epoch's history row is made of."""
+
+    epoch: int = 0
+    step: int = 0
+    updates: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Checkpoint:
+    """Everything a checkpoint saves. ``data`` is the training split's own state (:class:`TrainSplit`), ``rng``
+    every random state the run draws from (torch's global RNG, the run's generator, CUDA's)."""
+
+    config: dict[str, Any]
+    git_sha: str  # the code that started the run
+    world_size: int
+    progress: Progress
+    data: dict[str, Any]
+    model: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] | None
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: dict[str, torch.Tensor | None]
+
+    def to_state(self) -> dict[str, Any]:
+        """The file's contents: one flat dict of tensors and plain values."""
+        state = {k: v for k, v in vars(self).items() if k not in ("progress", "rng")}
+        return {**state, **dataclasses.asdict(self.progress), **{f"rng_{k}": v for k, v in self.rng.items()}}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Checkpoint:
+        progress = Progress(**{f.name: state[f.name] for f in dataclasses.fields(Progress) if f.name in state})
+        data = state.get("data")
+        if data is None:  # written before splits kept their own state: the in-memory order, if mid-epoch
+            data = {"epoch": state["epoch"], "order": state["order"]} if state.get("order") is not None else {}
+        rng = {k.removeprefix("rng_"): v for k, v in state.items() if k.startswith("rng_")}
+        return cls(state["config"], state.get("git_sha", "unknown"), state.get("world_size", 1), progress, data,
+                   state["model"], state["ema"], state["optimizer"], state["scheduler"], rng)  # fmt: skip
+
+
+def capture_rng(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor | None]:
+    return {
+        "torch": torch.get_rng_state(),
+        "gen": gen.get_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+
+
+def restore_rng(rng: dict[str, torch.Tensor | None], gen: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(rng["torch"])
+    gen.set_state(rng["gen"])
+    if device.type == "cuda" and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state(rng["cuda"].cpu(), device)
+
+
+def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
+    """``torch.save`` atomically; with ``keep_previous`` the file it replaces stays as ``checkpoint.prev.pt``."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(obj, fh)
+        if keep_previous and path.exists():
+            os.replace(path, path.parent / PREVIOUS)
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    with atomic_open(path, "w") as fh:
+        fh.write(text)
+
+
+def save(checkpoint: Checkpoint, out: Path) -> None:
+    atomic_save(checkpoint.to_state(), out / CHECKPOINT, keep_previous=True)
+
+
+def load(out: Path, device: torch.device) -> Checkpoint | None:
+    """The newest checkpoint that loads, or ``None`` in a fresh directory.
+
+    A checkpoint that does not load (truncated by a full disk, a copy cut short) is moved aside as
+    ``checkpoint.corrupt.pt`` and the previous one is used, so nothing good is overwritten later.
+
+    Raises:
+        CheckpointError: there are checkpoints, but none loads.
+    """
+    for name in (CHECKPOINT, PREVIOUS):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            return Checkpoint.from_state(torch.load(path, map_location=device, weights_only=True))
+        except Exception as err:  # noqa: BLE001 - torch raises several types for a damaged file
+            log.warning("%s does not load (%s); keeping it as %s", path, err, CORRUPT)
+            if name == CHECKPOINT:
+                os.replace(path, out / CORRUPT)
+    if (out / CORRUPT).exists():
+        raise CheckpointError(f"no loadable checkpoint in {out} (see {CORRUPT}); delete the directory to start over")
+    return None
+
+
+def save_final(out: Path, config: dict[str, Any], config_hash: str, git_sha: str, epochs: int,
+               model: dict[str, torch.Tensor], ema: dict[str, torch.Tensor] | None) -> Path:  # fmt: skip
+    """``final.pt``: the weights and what evaluation needs to know about the run that made them."""
+    final = {"config": config, "config_hash": config_hash, "git_sha": git_sha, "package_version": __version__,
+             "epochs": epochs, "model": model, "ema": ema}  # fmt: skip
+    atomic_save(final, out / FINAL)
+    return out / FINAL
+
+
+@contextmanager
+def preemption_flag() -> Iterator[list[bool]]:
+    """``flag[0]`` turns true on SIGTERM; the loop checks it at step boundaries. Restores the old handler."""
+    flag = [False]
+
+    def handler(signum: int, _frame: Any) -> None:
+        log.warning("received signal %d: saving a checkpoint at the next step boundary", signum)
+        flag[0] = True
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: no handler, no preemption support
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)

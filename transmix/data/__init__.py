@@ -1,0 +1,96 @@
+"""Datasets, behind the two small interfaces the training loop and the evaluations use.
+
+Fashion-MNIST lives in memory as one tensor and is batched there (:mod:`transmix.data.fashion_mnist`; its files are
+put in place by :mod:`transmix.data.prepare`). ImageNet-style data is a class-folder tree read image by image
+through timm's transforms and a ``DataLoader`` (:mod:`transmix.data.imagefolder`). Work-arounds for library
+behaviour that would otherwise lose a run are kept apart in :mod:`transmix.data.compat`.
+
+Both answer :class:`Split` (what evaluation reads) and :class:`TrainSplit` (what the loop trains on). Each split is
+made with what it needs (the in-memory one the run's generator, which draws its order and augmentation; the
+class-folder one its shard and seed), so the per-epoch call takes only the epoch and the batch to start from.
+
+This module imports no torch: ``transmix data`` and the Snakefile use :mod:`transmix.data.prepare` without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+    from transmix.config import TrainConfig
+
+Batch = tuple["torch.Tensor", "torch.Tensor"]  # images (B, C, H, W) float32, labels (B,) int64
+
+
+class DatasetMissing(FileNotFoundError):
+    """The dataset is not where the config says; the message says how to get it."""
+
+
+class CorruptImage(ValueError):
+    """An image does not decode; the message names every such file and its error."""
+
+
+class Split(Protocol):
+    """A fixed set of labelled images, read in order (a test or validation split)."""
+
+    num_classes: int
+    image_shape: tuple[int, int, int]  # (C, H, W) of one model input
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
+        """One normalised image ``(C, H, W)`` and its label."""
+        ...
+
+    def eval_batches(self, batch_size: int) -> Iterator[Batch]:
+        """Every image in order, in batches of ``batch_size`` (the last one shorter)."""
+        ...
+
+
+class TrainSplit(Split, Protocol):
+    """A training split: each epoch's batches in the run's order, resumable from any batch.
+
+    ``global_batches``: every process gets the same global batch and trains on its slice (in memory), or each
+    process gets its own local batch (class folders, one shard per process).
+    """
+
+    global_batches: bool
+
+    def batches(self, epoch: int, start: int) -> Iterator[Batch]:
+        """Epoch ``epoch``'s full batches from batch ``start`` on."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a mid-epoch checkpoint must keep to replay the rest of the epoch."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def train_split(cfg: TrainConfig, part: tuple[int, int], gen: torch.Generator) -> TrainSplit:
+    """The configured training split for process ``part = (rank, world)``; ``gen`` is the run's generator."""
+    if cfg.dataset == "fashion_mnist":
+        from transmix.data.fashion_mnist import ShuffledBatches, load_fashion_mnist
+
+        data = load_fashion_mnist(cfg.data_dir, train=True).head(cfg.train_subset)
+        return ShuffledBatches(data, cfg.batch_size * part[1], gen)
+    from transmix.data.imagefolder import ImageFolderSplit
+
+    return ImageFolderSplit.training(cfg, part)
+
+
+def eval_split(cfg: TrainConfig, images: int | None = None) -> Split:
+    """The configured evaluation split: Fashion-MNIST's test split (its first ``images``; it comes in random class
+    order) or ``val/`` (a seeded random ``images`` of it, the same for every run). ``images``: 0 = all; default:
+    the config's ``val_subset``, the per-epoch validation set."""
+    images = cfg.val_subset if images is None else images
+    if cfg.dataset == "fashion_mnist":
+        from transmix.data.fashion_mnist import load_fashion_mnist
+
+        return load_fashion_mnist(cfg.data_dir, train=False).head(images)
+    from transmix.data.imagefolder import ImageFolderSplit
+
+    return ImageFolderSplit.evaluation(cfg, images)

@@ -1,0 +1,262 @@
+"""Class-folder datasets (ImageNet's layout): listed by timm's folder reader, decoded strictly, batched by a
+``DataLoader``.
+
+timm's ``find_images_and_targets`` lists the files (natural order, the class map of ``train/`` for both splits)
+and ``create_transform`` makes the tensors. Decoding is strict: timm's ``ImageDataset`` logs and skips an image that
+fails to open, which would silently train on another image; here a corrupt file stops training with its path
+(:class:`CorruptImage`), and :func:`check_image_folder` finds every such file before training starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, DistributedSampler
+
+from transmix.data import Batch, CorruptImage, DatasetMissing
+from transmix.data.compat import naming_corrupt, pillow_safe, worker_init
+
+if TYPE_CHECKING:
+    from transmix.config import TrainConfig
+
+LAYOUT = "DIR/train/<class>/<image> and DIR/val/<class>/<image> (class folders named alike in both; .jpg/.jpeg/.png)"
+SPLITS = ("train", "val")
+INTERPOLATION = "bicubic"  # DeiT's resize filter, for training and evaluation
+IMAGE_MEAN = (0.485, 0.456, 0.406)  # timm's IMAGENET_DEFAULT_MEAN / _STD: every imagefolder run's normalisation
+IMAGE_STD = (0.229, 0.224, 0.225)
+RE_MODE = "pixel"  # DeiT's random-erasing fill (per-pixel normal noise); off unless `reprob` > 0
+
+Samples = list[tuple[str, int]]  # (path, label)
+
+
+def decode_image(path: str | Path) -> Image.Image:
+    """Open and fully decode one image as RGB, or raise :class:`CorruptImage` naming the file.
+
+    ``convert`` reads every pixel (PIL opens lazily), so a truncated file fails here, inside the try, and not
+    later in a transform where nothing knows the file name.
+    """
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
+        raise CorruptImage(f"{path}: {type(err).__name__}: {err}") from None
+
+
+def image_folder_classes(root: str | Path) -> dict[str, int]:
+    """``{class folder: index}`` of ``root/train``, checking the layout of both splits first.
+
+    Indices follow timm's order (natural sort of the names); ``val`` uses the same map, so a class missing from
+    ``val`` does not shift the labels of the others.
+
+    Raises:
+        DatasetMissing: ``root``, ``train/`` or ``val/`` is missing, a split has images outside class folders, or
+            ``val/`` has a class ``train/`` lacks. The message names the path and the expected layout.
+    """
+    from timm.data.readers.img_extensions import get_img_extensions
+    from timm.utils.misc import natural_key
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetMissing(f"data_dir {root} does not exist; dataset=imagefolder expects {LAYOUT}")
+    missing = [f"{split}/" for split in SPLITS if not (root / split).is_dir()]
+    if missing:
+        raise DatasetMissing(f"data_dir {root} has no {' and no '.join(missing)} folder; dataset=imagefolder "
+                             f"expects {LAYOUT}")  # fmt: skip
+    classes: dict[str, list[str]] = {}
+    for split in SPLITS:
+        folder = root / split
+        entries = list(folder.iterdir())
+        loose = [e.name for e in entries if e.is_file() and e.suffix.lower() in get_img_extensions(as_set=True)]
+        if loose:
+            raise DatasetMissing(f"{folder} holds images outside class folders ({', '.join(sorted(loose)[:3])}...); "
+                                 f"move each into its class folder: {LAYOUT}")  # fmt: skip
+        classes[split] = sorted((e.name for e in entries if e.is_dir()), key=natural_key)
+        if not classes[split]:
+            raise DatasetMissing(f"{folder} has no class folders; dataset=imagefolder expects {LAYOUT}")
+    unknown = sorted(set(classes["val"]) - set(classes["train"]))
+    if unknown:
+        raise DatasetMissing(f"{root / 'val'} has class folders that {root / 'train'} lacks: {unknown[:5]}; "
+                             f"both splits must use the same class names ({LAYOUT})")  # fmt: skip
+    return {name: index for index, name in enumerate(classes["train"])}
+
+
+def list_images(folder: str | Path, classes: dict[str, int] | None = None) -> tuple[Samples, dict[str, int]]:
+    """``(path, label)`` of every image in the class folders of ``folder`` (timm's folder reader, natural order),
+    and the class map used: ``classes`` (folder name -> label) when given, else the folders' own natural order.
+    The one way this package lists images.
+
+    Raises:
+        DatasetMissing: ``folder`` does not exist or holds no images in class folders.
+    """
+    from timm.data.readers.reader_image_folder import find_images_and_targets
+
+    if not Path(folder).is_dir():
+        raise DatasetMissing(f"{folder} does not exist; expected a folder of class folders holding images")
+    samples, found = find_images_and_targets(str(folder), class_to_idx=classes)
+    if not samples:
+        raise DatasetMissing(f"{folder} holds no images (.jpg/.jpeg/.png) in class folders; expected {LAYOUT}")
+    return samples, found
+
+
+def random_subset(samples: Samples, n: int, gen: torch.Generator) -> Samples:
+    """A random ``n`` of ``samples`` drawn from ``gen``, in their order (all of them when ``n`` is 0 or too large).
+
+    Class folders are listed class by class, so their first ``n`` images would be their first classes."""
+    if n <= 0 or n >= len(samples):
+        return samples
+    return [samples[i] for i in sorted(torch.randperm(len(samples), generator=gen)[:n].tolist())]
+
+
+def _decode_error(path: str) -> str | None:
+    try:
+        decode_image(path)
+    except CorruptImage as err:
+        return str(err)
+    return None
+
+
+def check_image_folder(root: str | Path, workers: int | None = None) -> dict[str, int]:
+    """Decode every image of both splits (in ``workers`` threads; PIL decodes outside the GIL).
+
+    Returns:
+        Images per split and the number of classes, e.g. ``{"train": 1281167, "val": 50000, "classes": 1000}``.
+
+    Raises:
+        DatasetMissing: the layout is wrong (see :func:`image_folder_classes`).
+        CorruptImage: one line per file that does not decode, with its path and error; all are listed, so one
+            pass finds every file to replace.
+    """
+    classes = image_folder_classes(root)
+    paths = {split: [path for path, _ in list_images(Path(root) / split, classes)[0]] for split in SPLITS}
+    every = [path for split in SPLITS for path in paths[split]]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        errors = [e for e in pool.map(_decode_error, every, chunksize=64) if e is not None]
+    if errors:
+        raise CorruptImage(f"{len(errors)} of {len(every)} images in {root} do not decode; replace or remove them:\n"
+                           + "\n".join(f"  {e}" for e in errors))  # fmt: skip
+    return {"train": len(paths["train"]), "val": len(paths["val"]), "classes": len(classes)}
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files with their labels, decoded strictly (:func:`decode_image`) and transformed: ``(tensor, label)``.
+
+    A :class:`Split` when given the run's ``num_classes`` and ``img_size`` (what a model built on it expects).
+    """
+
+    def __init__(self, samples: Samples, transform: Callable[[Image.Image], torch.Tensor], num_workers: int = 0,
+                 num_classes: int = 0, img_size: int = 0):  # fmt: skip
+        self.samples, self.transform, self.num_workers = samples, transform, num_workers
+        self.num_classes, self.image_shape = num_classes, (3, img_size, img_size)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        path, target = self.samples[index]
+        return self.transform(decode_image(path)), target
+
+    def eval_batches(self, batch_size: int) -> Iterator[Batch]:
+        """Every image in order, in batches, loaded by ``num_workers`` processes; a corrupt file is named."""
+        loader = DataLoader(self, batch_size=batch_size, num_workers=self.num_workers,
+                            pin_memory=torch.cuda.is_available())  # fmt: skip
+        return naming_corrupt(loader)
+
+
+class ImageFolderSplit(ImageFiles):
+    """One split of a class-folder tree; as a :class:`TrainSplit`, one ``DataLoader`` per epoch.
+
+    timm's ``create_loader`` is not used: its sampler is not seeded by the run's seed, it cannot start mid-epoch,
+    and its prefetcher and collate would duplicate what the loop does.
+
+    Under ``torchrun`` each process reads its own shard (``DistributedSampler``) and mixes its own local batch, as
+    timm's and the official training scripts do; the in-memory path instead mixes the global batch. The mixing
+    draws (mode, lam, box) come from the run's generator, identical on every process, so all processes mix with
+    the same lam and box, but pairs never cross processes.
+
+    Reproducibility: the order of epoch ``e`` depends only on ``(seed, e)`` (the sampler's seed and
+    ``set_epoch``), so a resume at an epoch boundary or mid-epoch sees the same order, the latter skipping the
+    batches already trained without loading them; nothing needs saving (:meth:`state_dict` is empty).
+    Augmentation runs in the workers, each seeded from ``(seed, epoch, rank)``: an epoch-boundary resume repeats it
+    exactly when ``num_workers`` > 0. It is not repeated after a mid-epoch resume (the workers restart their
+    streams at the resumed batch, and batches reach workers round-robin), nor with ``num_workers=0``, where the
+    transforms draw from the trainer process's global Python, NumPy and torch RNGs.
+    """
+
+    global_batches = False  # each process loads, mixes and trains on its own batch
+
+    def __init__(self, samples: Samples, transform: Callable[[Image.Image], torch.Tensor], num_classes: int,
+                 img_size: int, batch_size: int = 0, part: tuple[int, int] = (0, 1), seed: int = 0,
+                 num_workers: int = 0):  # fmt: skip
+        super().__init__(samples, transform, num_workers, num_classes, img_size)
+        self.batch_size, self.part, self.seed = batch_size, part, seed
+
+    @classmethod
+    def training(cls, cfg: TrainConfig, part: tuple[int, int]) -> ImageFolderSplit:
+        """``train/`` with the training transform, in batches of ``cfg.batch_size`` per process."""
+        classes = image_folder_classes(cfg.data_dir)
+        samples, _ = list_images(Path(cfg.data_dir) / SPLITS[0], classes)
+        return cls(samples, train_transform(cfg), len(classes), cfg.img_size, cfg.batch_size, part, cfg.seed,
+                   cfg.num_workers)  # fmt: skip
+
+    @classmethod
+    def evaluation(cls, cfg: TrainConfig, images: int = 0) -> ImageFolderSplit:
+        """``val/`` with the evaluation transform: all of it, or a random ``images`` of it drawn with seed 0, the
+        same images for every run (so that runs are compared on one set)."""
+        classes = image_folder_classes(cfg.data_dir)
+        samples, _ = list_images(Path(cfg.data_dir) / SPLITS[1], classes)
+        samples = random_subset(samples, images, torch.Generator().manual_seed(0))
+        return cls(samples, eval_transform(cfg), len(classes), cfg.img_size, num_workers=cfg.num_workers)
+
+    def epoch_indices(self, epoch: int, start: int = 0) -> list[int]:
+        """This process's sample indices of ``epoch``, from batch ``start`` on (whole batches only)."""
+        rank, world = self.part
+        sampler = DistributedSampler(self, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True)
+        sampler.set_epoch(epoch)
+        indices = list(sampler)
+        return indices[start * self.batch_size : len(indices) // self.batch_size * self.batch_size]
+
+    def batches(self, epoch: int, start: int) -> Iterator[Batch]:
+        """This process's local batches of ``epoch`` from batch ``start`` on."""
+        workers = np.random.SeedSequence([self.seed, epoch, self.part[0]]).generate_state(1)[0]
+        loader = DataLoader(
+            self,
+            batch_size=self.batch_size,
+            sampler=self.epoch_indices(epoch, start),
+            drop_last=True,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(int(workers)),  # the workers' seeds; not the global RNG
+            worker_init_fn=worker_init,
+        )
+        return naming_corrupt(loader)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state  # the order is a function of (seed, epoch): nothing to restore
+
+
+def train_transform(cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:
+    """RandomResizedCrop + flip + auto-augment (colour jitter only without it, timm's rule) + random erasing."""
+    from timm.data import create_transform
+
+    return pillow_safe(create_transform(cfg.img_size, is_training=True, auto_augment=cfg.aa or None,
+                                        re_prob=cfg.reprob, re_mode=RE_MODE, mean=IMAGE_MEAN, std=IMAGE_STD,
+                                        interpolation=INTERPOLATION))  # fmt: skip
+
+
+def eval_transform(cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:
+    """How an imagefolder run reads an image for evaluation: resize to ``img_size / crop_pct``, centre crop,
+    ImageNet normalisation (:data:`IMAGE_MEAN`, :data:`IMAGE_STD`)."""
+    from timm.data import create_transform
+
+    return create_transform(cfg.img_size, is_training=False, crop_pct=cfg.crop_pct, mean=IMAGE_MEAN, std=IMAGE_STD,
+                            interpolation=INTERPOLATION)  # fmt: skip

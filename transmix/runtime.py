@@ -1,0 +1,102 @@
+"""Where a process runs: its device, its place in a ``torchrun`` job, autocast, and the per-step reduction.
+
+Nothing here knows about training; the trainer, evaluation, robustness, the benchmark and Fig. 1's pairs all take
+their device from :func:`resolve_device` and their precision from :func:`autocast`, so no module calls ``.cuda()``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from transmix import __version__
+from transmix.strict import ConfigError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when run plainly)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def part(self) -> tuple[int, int]:
+        """``(rank, world)``: which slice of a global batch, or which shard of a dataset, is this process's."""
+        return self.rank, self.world
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> CUDA when there is one; a bare ``cuda`` -> this process's GPU under ``torchrun``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={name} asked for, but no CUDA device is available; use device=cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def init_distributed(device_name: str) -> tuple[Dist, torch.device]:
+    """Join the ``torchrun`` process group when there is one (NCCL on GPUs, gloo on CPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world == 1:
+        return Dist(), device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank), device
+
+
+def leave_distributed(where: Dist) -> None:
+    if where.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
+    """bf16 autocast on ``device``, or nothing for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def reduce(loss: torch.Tensor, stop: bool, world: int) -> tuple[float, bool]:
+    """Mean loss over processes and whether any process was asked to stop: one collective per step."""
+    if world == 1:
+        return float(loss), stop
+    packed = torch.stack([loss.float().cpu() / world, torch.tensor(float(stop))])
+    if dist.get_backend() == "nccl":
+        packed = packed.to(loss.device)
+    dist.all_reduce(packed)
+    return float(packed[0]), bool(packed[1] > 0)
+
+
+def environment(device: torch.device, sha: str) -> dict[str, Any]:
+    """Versions, code revision and hardware, as every run directory records them."""
+    import timm
+
+    return {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "timm": str(timm.__version__),
+        "transmix": __version__,
+        "git_sha": sha,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch_threads": torch.get_num_threads(),
+    }

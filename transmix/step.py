@@ -1,0 +1,87 @@
+"""One training step of any method: mix, forward, label, loss, update. Shared by the trainer and the benchmark.
+
+The method lives in :mod:`transmix.mixing` (sampling and the label) and :mod:`transmix.attention` (the class
+token's attention); this step only decides per batch whether the label is re-weighted: TransMix re-weights
+CutMix batches, and Mixup batches keep the area label, as released.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from timm.loss import SoftTargetCrossEntropy
+from torch import nn
+
+from transmix.attention import ClassAttention
+from transmix.config import TrainConfig
+from transmix.mixing import mix_batch, mix_spec, soft_targets, transmix_lam
+from transmix.runtime import autocast
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    mode: str
+    lam_area: float
+    lam: torch.Tensor | None  # per-sample label weight used, for re-weighted (TransMix CutMix) batches
+    lam_attn: torch.Tensor | None = None  # per-sample attention weight behind ``lam``, same batches
+
+
+class Stepper:
+    """One training step of ``cfg.method``.
+
+    Args:
+        model: what the forward pass calls (possibly wrapped in DDP).
+        capture_model: the unwrapped model, where the attention hooks go (default: ``model``).
+        part: ``(rank, world)``: this process trains on slice ``rank`` of ``world`` of each mixed batch; ``(0, 1)``
+            (all of it) when each process is given its own local batch.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        num_classes: int,
+        device: torch.device,
+        image_size: tuple[int, int],
+        capture_model: nn.Module | None = None,
+        part: tuple[int, int] = (0, 1),
+    ):
+        self.cfg, self.model, self.optimizer, self.device = cfg, model, optimizer, device
+        self.num_classes = num_classes
+        self.spec = mix_spec(cfg.method, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.switch_prob, cfg.mix_prob)
+        self.capture = None
+        if cfg.method == "transmix":
+            self.capture = ClassAttention(capture_model or model, cfg.attn_block, cfg.attn_blocks, cfg.attn_heads)
+        self.image_size = image_size
+        self.part = part
+        self.loss_fn = SoftTargetCrossEntropy()
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> StepOutput:
+        mixed = mix_batch(x, y, self.spec, gen)
+        images, labels_a, labels_b = (self._mine(t) for t in (mixed.images, mixed.labels_a, mixed.labels_b))
+        reweight = self.capture is not None and mixed.mode == "cutmix"
+        if self.capture is not None:
+            self.capture.enabled = reweight
+        with autocast(self.device, self.cfg.precision):
+            logits = self.model(images)
+        lam: float | torch.Tensor = mixed.lam_area
+        lam_attn = None
+        if reweight:
+            assert mixed.box is not None  # CutMix batches carry their box
+            lam_attn = self.capture.lam(mixed.box, self.image_size, self.cfg.box_to_grid)
+            lam = transmix_lam(mixed.lam_area, lam_attn, self.cfg.area_weight)
+        targets = soft_targets(labels_a, labels_b, self.num_classes, lam, self.cfg.label_smoothing)
+        loss = self.loss_fn(logits.float(), targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return StepOutput(loss.detach(), mixed.mode, mixed.lam_area, lam if reweight else None, lam_attn)
+
+    def _mine(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's slice of a mixed batch (all of it for ``part=(0, 1)``), on the device."""
+        rank, world = self.part
+        local = len(batch) // world
+        return batch[rank * local : (rank + 1) * local].to(self.device, non_blocking=True)
