@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA starts: deterministic cuBLAS when asked
 # The longest files start first, so that no worker is left running one of them alone at the end.
 FIRST = ("tests/cluster/", "tests/workflow/test_smoke.py")
 

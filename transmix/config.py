@@ -77,6 +77,11 @@ class TrainConfig(Strict):
     device: str = option("auto", "auto | cpu | cuda | cuda:N", group="execution")
     precision: str = option("fp32", "fp32 | bf16 (autocast)")
     num_workers: int = option(0, "DataLoader worker processes per process (imagefolder); unused in memory")
+    sync_every: int = option(1, "steps between waits for the device (loss check, SIGTERM agreement, progress); a "
+                             "SIGTERM is saved within this many steps")  # fmt: skip
+    compile: bool = option(False, "torch.compile the model (the attention capture included)")
+    fused: bool = option(False, "the optimizer's fused one-kernel step (torch's fused=True, e.g. AdamW)")
+    tf32: bool = option(False, "TF32 matrix products and convolutions for float32 work on CUDA")
 
     def check(self) -> None:
         choices = {"method": METHODS, "box_to_grid": BOX_TO_GRID, "dataset": DATASETS, "precision": PRECISIONS,
@@ -97,7 +102,7 @@ class TrainConfig(Strict):
                      "val_subset", "warmup_epochs", "num_workers"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
-        for name in ("epochs", "batch_size", "img_size"):
+        for name in ("epochs", "batch_size", "img_size", "sync_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if not 0.0 < self.crop_pct <= 1.0:

@@ -76,11 +76,19 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any
     return nullcontext()
 
 
+def use_tf32(device: torch.device, on: bool) -> None:
+    """TF32 for float32 matrix products and convolutions on CUDA (Ampere and later); nothing elsewhere."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = on
+        torch.backends.cudnn.allow_tf32 = on
+
+
 def reduce(loss: torch.Tensor, stop: bool, world: int) -> tuple[float, bool]:
-    """Mean loss over processes and whether any process was asked to stop: one collective per step."""
+    """Mean loss over processes and whether any process was asked to stop, in one collective; it waits for the
+    device, so the loop calls it every ``sync_every`` steps."""
     if world == 1:
         return float(loss), stop
-    packed = torch.stack([loss.float().cpu() / world, torch.tensor(float(stop))])
+    packed = torch.stack([loss.double().cpu() / world, torch.tensor(float(stop), dtype=torch.float64)])
     if dist.get_backend() == "nccl":
         packed = packed.to(loss.device)
     dist.all_reduce(packed)

@@ -41,7 +41,7 @@ from transmix.data import CorruptImage, Split, TrainSplit, eval_split, train_spl
 from transmix.evaluate import top_k
 from transmix.models import build_model
 from transmix.results import git_sha
-from transmix.runtime import Dist, environment, init_distributed, leave_distributed, reduce
+from transmix.runtime import Dist, environment, init_distributed, leave_distributed, reduce, use_tf32
 from transmix.step import StepOutput, Stepper
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ def setup(cfg: TrainConfig, out: Path, where: Dist, device: torch.device) -> Run
     """Data, model, optimizer, scheduler, EMA and the step, all seeded from ``cfg.seed``."""
     if where.is_main:
         out.mkdir(parents=True, exist_ok=True)
+    use_tf32(device, cfg.tf32)
     gen = torch.Generator().manual_seed(cfg.seed)
     train_set, val_set = train_split(cfg, where.part, gen), eval_split(cfg)
     steps_per_epoch = len(train_set) // where.world // cfg.batch_size  # = len // global batch; a shard's batches
@@ -140,12 +141,15 @@ def setup(cfg: TrainConfig, out: Path, where: Dist, device: torch.device) -> Run
                             "training images")  # fmt: skip
     torch.manual_seed(cfg.seed)  # weight init and stochastic depth (inside the model)
     model = build_model(cfg, train_set).to(device)
-    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    fused = {"fused": True} if cfg.fused else {}  # torch's one-kernel optimizer step, through timm's factory
+    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs,
                                        warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr,
                                        step_on_epochs=False, updates_per_epoch=steps_per_epoch)  # fmt: skip
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
     forward = DistributedDataParallel(model) if where.world > 1 else model
+    if cfg.compile:  # the attention hooks sit on `model`'s layers, inside what is compiled
+        forward = torch.compile(forward)
     part = where.part if train_set.global_batches else (0, 1)
     stepper = Stepper(cfg, forward, optimizer, train_set.num_classes, device, train_set.image_shape[-2:], model, part)
     sha = git_sha()
@@ -189,28 +193,34 @@ def resume(run: Run) -> Progress:
 
 def train_epoch(run: Run, progress: Progress, stop_flag: list[bool], bar: bool) -> bool:
     """Train the rest of the epoch under way (all of it unless resumed mid-epoch); returns whether a stop was asked
-    at its last step. A stop asked before the last step saves a checkpoint and raises :class:`Preempted`."""
+    at its last step. A stop asked before the last step saves a checkpoint and raises :class:`Preempted`.
+
+    The host waits for the device only every ``sync_every`` steps and at the epoch's end (:meth:`EpochMeter.sync`):
+    that is where a non-finite loss is caught, the processes agree on a stop, and progress is shown.
+    """
     if progress.step == 0:  # a new epoch (a resumed one keeps its sums, and its split its order)
         progress.sums = epoch_sums()
     t0 = time.perf_counter()
-    meter = _progress_bar(run, progress) if bar else None
-    log_every = max(1, run.steps_per_epoch // 4)
+    meter = EpochMeter(progress, run.device)
+    show = _progress_bar(run, progress) if bar else None
+    log_every, sync_every = max(1, run.steps_per_epoch // 4), run.cfg.sync_every
     stop = False
     for x, y in run.train_set.batches(progress.epoch, progress.step):
-        result = run.stepper(x, y, run.gen)
-        loss, stop = reduce(result.loss, stop_flag[0], run.where.world)
-        if not math.isfinite(loss):
-            raise TrainingError(_diverged(run, progress, loss))
+        meter.add(run.stepper(x, y, run.gen))
         progress.step += 1
         progress.updates += 1
         run.scheduler.step_update(progress.updates)
         if run.ema is not None:
             run.ema.update(run.model, step=progress.updates)
-        add_step(progress.sums, loss, result)
-        if meter is not None:
-            meter.update(1)
-            meter.set_postfix(loss=f"{loss:.3f}")
-        elif run.where.is_main and progress.step % log_every == 0:
+        if progress.step % sync_every and progress.step < run.steps_per_epoch:
+            continue
+        steps, loss, stop = meter.sync(stop_flag[0], run.where.world)
+        if not math.isfinite(loss):
+            raise TrainingError(_diverged(run, progress, loss, steps))
+        if show is not None:
+            show.update(steps)
+            show.set_postfix(loss=f"{loss:.3f}")
+        elif run.where.is_main and progress.step // log_every > (progress.step - steps) // log_every:
             log.info("epoch %d/%d step %d/%d loss %.4f", progress.epoch + 1, run.cfg.epochs, progress.step,
                      run.steps_per_epoch, loss)  # fmt: skip
         if stop and progress.step < run.steps_per_epoch:
@@ -220,8 +230,8 @@ def train_epoch(run: Run, progress: Progress, stop_flag: list[bool], bar: bool) 
                 f"stopped by SIGTERM at epoch {progress.epoch + 1}, step {progress.step}; "
                 f"{run.out / CHECKPOINT} holds this state: run the same command again to continue"
             )
-    if meter is not None:
-        meter.close()
+    if show is not None:
+        show.close()
     progress.sums["seconds"] += time.perf_counter() - t0
     return stop
 
@@ -242,22 +252,47 @@ def end_epoch(run: Run, progress: Progress) -> None:
                  row["train_loss"], row["val_top1"], ema, row["images_per_second"])  # fmt: skip
 
 
+SUMMED = ("loss", "lam_area", "lam", "lam_attn", "lam_gap")  # the epoch's sums that are added on the device
+
+
 def epoch_sums() -> dict[str, float]:
     """What an epoch adds up for its history row (kept in mid-epoch checkpoints)."""
     return {"loss": 0.0, "cutmix": 0, "lam_area": 0.0, "lam": 0.0, "lam_attn": 0.0, "lam_gap": 0.0, "seconds": 0.0}
 
 
-def add_step(sums: dict[str, float], loss: float, result: StepOutput) -> None:
-    """Add one step's loss and, for a CutMix batch, its label weights to the epoch's sums."""
-    sums["loss"] += loss
-    if result.mode != "cutmix":
-        return
-    sums["cutmix"] += 1
-    sums["lam_area"] += result.lam_area
-    sums["lam"] += float(result.lam.mean()) if result.lam is not None else result.lam_area
-    if result.lam_attn is not None:
-        sums["lam_attn"] += float(result.lam_attn.mean())
-        sums["lam_gap"] += float((result.lam_attn - result.lam_area).abs().mean())
+class EpochMeter:
+    """The epoch's sums of :data:`SUMMED` (loss, and the label weights of CutMix batches), added on the device in
+    float64, so a step never waits for the device; :meth:`sync` reads them into ``progress.sums``.
+
+    The additions are those the host would make with the values read every step, in the same order and in the same
+    precision, so the sums are the same to the last bit whatever ``sync_every`` is.
+    """
+
+    def __init__(self, progress: Progress, device: torch.device):
+        self.progress = progress
+        self.acc = torch.tensor([progress.sums[k] for k in SUMMED], dtype=torch.float64, device=device)
+        self.steps = 0  # since the last sync
+        self.loss_before = progress.sums["loss"]
+
+    def add(self, result: StepOutput) -> None:
+        """One step: its loss and, for a CutMix batch, its area, label and attention weights and their gap."""
+        parts: list[torch.Tensor | float] = [result.loss, 0.0, 0.0, 0.0, 0.0]
+        if result.mode == "cutmix":
+            self.progress.sums["cutmix"] += 1  # the mode is drawn on the host: no wait
+            parts[1:3] = [result.lam_area, result.lam.mean() if result.lam is not None else result.lam_area]
+            if result.lam_attn is not None:
+                parts[3:] = [result.lam_attn.mean(), (result.lam_attn - result.lam_area).abs().mean()]
+        self.acc += torch.stack([torch.as_tensor(p, device=self.acc.device).double() for p in parts])
+        self.steps += 1
+
+    def sync(self, stop: bool, world: int) -> tuple[int, float, bool]:
+        """Wait for the device: the sums into ``progress.sums`` (the loss as the mean over processes), and
+        ``(steps since the last sync, their mean loss, whether any process was asked to stop)``."""
+        loss, stop = reduce(self.acc[0], stop, world)
+        self.progress.sums.update(zip(SUMMED, [loss, *self.acc[1:].tolist()], strict=True))
+        steps, mean = self.steps, (loss - self.loss_before) / max(self.steps, 1)
+        self.steps, self.loss_before = 0, loss
+        return steps, mean, stop
 
 
 def history_row(run: Run, progress: Progress) -> dict[str, Any]:
@@ -330,12 +365,14 @@ def resolved(run: Run) -> dict[str, Any]:
     }
 
 
-def _diverged(run: Run, progress: Progress, loss: float) -> str:
+def _diverged(run: Run, progress: Progress, loss: float, steps: int) -> str:
     kept = run.out / CHECKPOINT
+    where = f"step {progress.step}" if steps == 1 else f"steps {progress.step - steps + 1}-{progress.step}"
+    lr = run.optimizer.param_groups[0]["lr"]
     return (
-        f"loss is {loss} at epoch {progress.epoch + 1}, step {progress.step + 1}: training diverged. The last "
-        f"good checkpoint ({kept if kept.exists() else 'none yet'}) is kept; the learning rate at this step was "
-        f"{run.optimizer.param_groups[0]['lr']:.3g} (lr={run.cfg.lr}, min_lr={run.cfg.min_lr}): lower it"
+        f"loss is {loss} at epoch {progress.epoch + 1}, {where}: training diverged. The last good checkpoint "
+        f"({kept if kept.exists() else 'none yet'}) is kept; the learning rate was {lr:.3g} (lr={run.cfg.lr}, "
+        f"min_lr={run.cfg.min_lr}): lower it"
     )
 
 

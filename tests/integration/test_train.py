@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -81,6 +82,18 @@ def test_methods_differ_only_in_labels(fashion_root, tmp_path) -> None:
     assert t["lam_label_mean"] == pytest.approx((t["lam_area_mean"] + t["lam_attn_mean"]) / 2)
     assert t["lam_gap_mean"] >= abs(t["lam_attn_mean"] - t["lam_area_mean"]) - 1e-9 and t["lam_gap_mean"] > 0
     assert h["deit"]["lam_attn_mean"] is None and h["deit"]["lam_gap_mean"] is None
+
+
+def test_fast_path_keys_reach_the_run_and_its_record(fashion_root, tmp_path) -> None:
+    # The fused optimizer step and a wait for the device every 4 steps; TF32 is a CUDA setting (nothing on a CPU).
+    cfg = tiny(fashion_root, epochs=1, fused=True, sync_every=4, tf32=True)
+    train(cfg, tmp_path / "run", progress=False)
+    resolved = yaml.safe_load((tmp_path / "run" / RESOLVED).read_text())
+    assert {k: resolved["config"][k] for k in ("fused", "sync_every", "tf32", "compile")} == {
+        "fused": True, "sync_every": 4, "tf32": True, "compile": False}  # fmt: skip
+    state = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["fused"] is True
+    assert math.isfinite(json.loads((tmp_path / "run" / HISTORY).read_text())["train_loss"])
 
 
 def test_other_config_in_run_dir_is_refused(finished_run) -> None:

@@ -37,11 +37,23 @@ def test_unknown_key_names_it_and_suggests() -> None:
         ({"attn_heads": "median"}, "attn_heads='median' is not one of mean, max"),
         ({"attn_blocks": 0}, "attn_blocks=0 must be >= 1"),
         ({"method": "deit", "attn_heads": "max"}, "attn_heads set for method=deit: only transmix reads"),
+        ({"sync_every": 0}, "sync_every=0 must be >= 1"),
+        ({"compile": "yes"}, "compile='yes' has type str; expected bool"),
     ],
 )
 def test_bad_values_name_the_key(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_dict(values)
+
+
+def test_one_set_of_value_rules() -> None:
+    # Fractions and numbers written as text are read the same way for every key, here and in the protocol.
+    cfg = load(None, ["lr=1/1000", "warmup_lr=1e-6", "epochs=3", "compile=true"])
+    assert (cfg.lr, cfg.warmup_lr, cfg.epochs, cfg.compile) == (0.001, 1e-6, 3, True)
+    with pytest.raises(ConfigError, match="epochs='3/2' has type str; expected int"):
+        load(None, ["epochs=3/2"])
+    help_text = TrainConfig.describe()
+    assert "switch_prob = 0.5  (P(CutMix) when both are on" in help_text and " mixing:" in help_text
 
 
 def test_odd_batch_is_fine_without_mixing() -> None:
