@@ -10,10 +10,11 @@ Columns train their own copies of the same model (same initial weights) on the s
   optimizer): the reference for this package's overhead.
 
 Each configuration (eager or ``torch.compile``, fp32 or bf16) runs warm-up rounds (compilation happens there), then
-measured rounds in which every column runs ``steps`` steps, in alternating order, so drift of the machine hits all
-columns alike. A ratio is taken within each round (paired) and reported as the mean of the per-round ratios with a
-95% t-interval over rounds, not as a ratio of medians. Peak memory is ``torch.cuda.max_memory_allocated`` per column
-on a GPU; on a CPU the process's peak resident memory so far (one number for the process, not per column).
+measured rounds in which every column runs the same ``steps`` steps (the same batches and mixing draws every round),
+in alternating order, so drift of the machine hits all columns alike. A ratio is taken within each round (paired)
+and reported as the mean of the per-round ratios with a 95% t-interval over rounds, not as a ratio of medians. Peak
+memory is ``torch.cuda.max_memory_allocated`` per column on a GPU; on a CPU the process's peak resident memory so
+far (one number for the process, not per column).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
@@ -141,8 +143,10 @@ def bench(cfg: TrainConfig, steps: int = 10, rounds: int = 7, warmup: int = 3, i
                         drop_path=cfg.drop_path).to(device)  # fmt: skip
     data_gen = torch.Generator().manual_seed(cfg.seed)
     shape = (cfg.batch_size, in_chans, img_size, img_size)
-    batches = [(torch.randn(shape, generator=data_gen), torch.randint(0, num_classes, shape[:1], generator=data_gen))
-               for _ in range(steps)]  # fmt: skip
+    batches = []  # on the device already, as the loader delivers them
+    for _ in range(steps):
+        x, y = torch.randn(shape, generator=data_gen), torch.randint(0, num_classes, shape[:1], generator=data_gen)
+        batches.append((x.to(device), y.to(device)))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     rows = []
     for mode, precision in [(m, p) for m in modes for p in precisions]:
@@ -174,7 +178,10 @@ def _measure(steppers: dict, batches: list, rounds: int, warmup: int, device: to
         if r % 2:
             order.reverse()
         for column, stepper in order:
-            gen = torch.Generator().manual_seed(seed + r)  # identical mixing draws for every column
+            # Every round and every column start from the same seeds: rounds repeat the same work, so the spread of
+            # a per-round ratio is the machine's noise, not a different mix of Mixup and CutMix batches.
+            gen = torch.Generator().manual_seed(seed)
+            np.random.seed(seed)  # timm's Mixup draws from NumPy's global RNG
             if device.type == "cuda" and r == 0:
                 torch.cuda.reset_peak_memory_stats(device)
             _sync(device)
@@ -197,13 +204,14 @@ def _paired(ratios: list[float]) -> tuple[float, float, float]:
     return float(ci["mean"]), float(ci["low"]), float(ci["high"])
 
 
-def write_csv(rows: list[BenchRow], path: str | Path) -> Path:
-    """The rows as CSV (appended to an existing file of the same columns, so one file can hold several runs)."""
+def write_csv(rows: list, path: str | Path) -> Path:
+    """Rows (dataclasses of one kind) as CSV, appended to an existing file of the same columns, so one file can
+    hold several runs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
     with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[f.name for f in fields(BenchRow)])
+        writer = csv.DictWriter(fh, fieldnames=[f.name for f in fields(rows[0])])
         if new:
             writer.writeheader()
         writer.writerows(asdict(r) for r in rows)

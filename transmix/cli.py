@@ -23,6 +23,7 @@ stages (the order the Snakemake pipeline runs them):
   transmix collect --out CSV CSV...      one validated table per study, with the published numbers
 tools:
   transmix bench                         step time of deit vs transmix, side by side
+  transmix bench-loader                  images/s of the class-folder loader alone, by number of workers
   transmix cost --config STUDY.yaml      GPU-hours of a study from counted FLOPs and a GPU's throughput
 
 example: transmix train --out runs/try --set method=transmix --set epochs=2 --set train_subset=5000
@@ -125,6 +126,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
                  in_chans=args.in_chans, num_classes=args.num_classes, modes=modes, precisions=precisions,
                  peak_tflops=args.peak_tflops)  # fmt: skip
     print(format_table(rows))
+    if args.out:
+        print(f"appended {len(rows)} rows to {write_csv(rows, args.out)}")
+    return 0
+
+
+def cmd_bench_loader(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(None, ["dataset=imagefolder", f"img_size={args.img_size}", f"batch_size={args.batch_size}",
+                                 f"aa={args.aa}", "device=cpu", *args.set])  # fmt: skip
+    try:
+        workers = sorted({int(w) for w in args.workers.split(",") if w.strip()})
+    except ValueError:
+        raise config_mod.ConfigError(f"--workers {args.workers!r}: give worker counts such as 0,1,2") from None
+    if not workers or min(workers) < 0:
+        raise config_mod.ConfigError(f"--workers {args.workers!r}: give worker counts >= 0 such as 0,1,2")
+    from transmix.bench import write_csv
+    from transmix.loader_bench import run
+
+    rows = run(cfg, workers, args.batches, args.rounds, args.data_dir)
     if args.out:
         print(f"appended {len(rows)} rows to {write_csv(rows, args.out)}")
     return 0
@@ -271,6 +290,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any train config key, e.g. device=cuda fused=true tf32=true")  # fmt: skip
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "bench-loader",
+        help="images/s of the class-folder loader alone, by number of workers",
+        description="The class-folder training loader (the run's transform with RandAugment, workers that live "
+        "for the run, uint8 batches normalised on the device) timed without a model, for each number of workers: "
+        "its ceiling. Without --data-dir it reads a generated tree of ImageNet-sized JPEGs. Compare with the "
+        "step's images/s from `transmix bench` to see whether training would wait for data. Example: "
+        "transmix bench-loader --workers 0,1,2 --out results/bench/loader-cpu.csv",
+    )
+    p.add_argument("--data-dir", help="a class-folder tree (DIR/train/<class>/<image>); default: a generated one")
+    p.add_argument("--workers", default="0,1,2", help="comma-separated worker counts (default: %(default)s)")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--aa", default="rand-m9-mstd0.5-inc1", help="auto-augment policy (default: the paper's)")
+    p.add_argument("--batches", type=int, default=5, help="timed batches per round")
+    p.add_argument("--rounds", type=int, default=4, help="timed rounds (one epoch must hold 1 + rounds x batches)")
+    p.add_argument("--out", type=Path, help="append the rows to this CSV (e.g. results/bench/loader-<machine>.csv)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any train config key")
+    p.set_defaults(func=cmd_bench_loader)
 
     p = sub.add_parser(
         "cost",

@@ -76,7 +76,9 @@ class TrainConfig(Strict):
     ema_decay: float = option(0.998, "model EMA decay (0 = no EMA)")
     device: str = option("auto", "auto | cpu | cuda | cuda:N", group="execution")
     precision: str = option("fp32", "fp32 | bf16 (autocast)")
-    num_workers: int = option(0, "DataLoader worker processes per process (imagefolder); unused in memory")
+    num_workers: int = option(-1, "loader worker processes per process (imagefolder; unused in memory); -1 = the "
+                              "CPUs of the allocation shared by the node's processes, one left to each trainer. "
+                              "Speed only: each image's augmentation is seeded by (seed, epoch, image)")  # fmt: skip
     sync_every: int = option(1, "steps between waits for the device (loss check, SIGTERM agreement, progress); a "
                              "SIGTERM is saved within this many steps")  # fmt: skip
     compile: bool = option(False, "torch.compile the model (the attention capture included)")
@@ -99,9 +101,11 @@ class TrainConfig(Strict):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must lie in [0, 1]")
         for name in ("mixup_alpha", "cutmix_alpha", "weight_decay", "warmup_lr", "min_lr", "train_subset",
-                     "val_subset", "warmup_epochs", "num_workers"):  # fmt: skip
+                     "val_subset", "warmup_epochs"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.num_workers < -1:
+            raise ConfigError(f"num_workers={self.num_workers} must be >= 0, or -1 for the allocation's CPUs")
         for name in ("epochs", "batch_size", "img_size", "sync_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")

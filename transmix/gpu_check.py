@@ -5,7 +5,7 @@
 
 Run it from the source tree (``PYTHONPATH=.``; the tests of step 2 live in ``tests/``). It needs torch, timm, numpy,
 PyYAML, pandas and scipy (for the intervals), pytest, and nothing from the network: the training data is generated.
-Steps, each recorded in ``OUTDIR/summary.json`` whether or not the others pass (seven files in all, with
+Steps, each recorded in ``OUTDIR/summary.json`` whether or not the others pass (eight files in all, with
 ``tests.log``, ``bench.txt`` and ``train.log``; the generated images and checkpoints go to a temporary folder):
 
 1. ``environment.json``: versions, the device, its driver;
@@ -13,7 +13,9 @@ Steps, each recorded in ``OUTDIR/summary.json`` whether or not the others pass (
    CUDA's RNG, bf16 attention weights, torch.compile with the capture, the NCCL reduction;
 3. ``bench.csv``: DeiT-S at 224 px, batch 256, bf16, eager and compiled, fused AdamW and TF32: transmix/deit,
    explicit/deit and timm's parts/ours with intervals, images/s, memory, the fraction of the bf16 peak;
-4. ``train.json``: a short real training of DeiT-T on generated 224 px class folders that must lower its loss, is
+4. ``loader.csv``: the class-folder loader alone on generated ImageNet-sized JPEGs (RandAugment, uint8 batches
+   normalised on the GPU), images/s by number of workers: whether a run would wait for its data;
+5. ``train.json``: a short real training of DeiT-T on generated 224 px class folders that must lower its loss, is
    stopped by SIGTERM inside an epoch and resumed, and must continue at the step it saved.
 """
 
@@ -41,13 +43,13 @@ SIZES = {  # what each step runs, on a GPU and on the CPU
         bench_model="deit_small_patch16_224", bench_size=224, bench_chans=3, bench_classes=1000, bench_batch=256,
         bench_modes="eager,compiled", bench_precision="bf16", bench_steps=10, bench_rounds=5,
         train_model="deit_tiny_patch16_224", train_size=224, classes=4, per_class=(256, 32), batch=64, epochs=20,
-        sync_every=8, precision="bf16", workers=8,
+        sync_every=8, precision="bf16", workers=8, loader_workers=[0, 4, 8, 15], loader_batch=64,
     ),
     "cpu": dict(
         bench_model="vit_micro_patch4_28", bench_size=28, bench_chans=1, bench_classes=10, bench_batch=16,
         bench_modes="eager", bench_precision="fp32", bench_steps=2, bench_rounds=3,
         train_model="vit_micro_patch4_28", train_size=32, classes=3, per_class=(32, 8), batch=8, epochs=4,
-        sync_every=3, precision="fp32", workers=1,
+        sync_every=3, precision="fp32", workers=1, loader_workers=[0, 1], loader_batch=4,
     ),
 }  # fmt: skip
 
@@ -62,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"mode": mode}
-    for name, step in (("environment", environment), ("tests", tests), ("bench", bench), ("train", train_check)):
+    steps = [("environment", environment), ("tests", tests), ("bench", bench), ("loader", loader),
+             ("train", train_check)]  # fmt: skip
+    for name, step in steps:
         started = time.perf_counter()
         print(f"== {name}", flush=True)
         try:
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[name] = result
         print(json.dumps({name: result}, indent=1, default=str), flush=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-    ok = all(summary[name].get("ok", False) for name in ("environment", "tests", "bench", "train"))
+    ok = all(summary[name].get("ok", False) for name, _ in steps)
     print(f"== {'passed' if ok else 'FAILED'}: {out / 'summary.json'}", flush=True)
     return 0 if ok else 1
 
@@ -134,6 +138,26 @@ def bench(out: Path, mode: str) -> dict[str, Any]:
                                         "timm_over_ours": round(r.speedup_vs_timm, 3),
                                         "peak_fraction": round(r.peak_fraction, 3)} for r in rows}  # fmt: skip
     return {"ok": True, "peak_tflops": peak, "rows": figures}
+
+
+def loader(out: Path, mode: str) -> dict[str, Any]:
+    """The class-folder loader alone (RandAugment, uint8 batches finished on the device) by number of workers: the
+    images/s a run on this machine can be fed at; the rows go to loader.csv."""
+    from transmix import bench as bench_mod
+    from transmix import loader_bench
+    from transmix.config import load
+    from transmix.data.synthetic import make_class_folders
+
+    size = SIZES[mode]
+    side = 224 if mode == "gpu" else 32
+    cfg = load(None, ["dataset=imagefolder", f"img_size={side}", f"batch_size={size['loader_batch']}",
+                      "aa=rand-m9-mstd0.5-inc1", f"device={'cuda' if mode == 'gpu' else 'cpu'}"])  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="transmix-gpu-check-") as tmp:
+        tree = loader_bench.generated_tree(Path(tmp)) if mode == "gpu" else make_class_folders(tmp, 2, (24, 1), 40)
+        rows = loader_bench.bench_loader(cfg.replace(data_dir=str(tree)), size["loader_workers"], batches=5, rounds=2)
+    bench_mod.write_csv(rows, out / "loader.csv")
+    return {"ok": True, "images_per_second": {r.workers: [round(v) for v in (r.images_per_second, r.low, r.high)]
+                                              for r in rows}}  # fmt: skip
 
 
 def train_check(out: Path, mode: str) -> dict[str, Any]:

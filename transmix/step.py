@@ -60,6 +60,9 @@ class Stepper:
         self.loss_fn = SoftTargetCrossEntropy()
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> StepOutput:
+        """Mix ``(x, y)`` on the device (a no-op move where the split already delivered it there), train on this
+        process's part."""
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         mixed = mix_batch(x, y, self.spec, gen)
         images, labels_a, labels_b = (self._mine(t) for t in (mixed.images, mixed.labels_a, mixed.labels_b))
         reweight = self.capture is not None and mixed.mode == "cutmix"
@@ -81,7 +84,7 @@ class Stepper:
         return StepOutput(loss.detach(), mixed.mode, mixed.lam_area, lam if reweight else None, lam_attn)
 
     def _mine(self, batch: torch.Tensor) -> torch.Tensor:
-        """This process's slice of a mixed batch (all of it for ``part=(0, 1)``), on the device."""
+        """This process's slice of a mixed batch (all of it for ``part=(0, 1)``)."""
         rank, world = self.part
         local = len(batch) // world
-        return batch[rank * local : (rank + 1) * local].to(self.device, non_blocking=True)
+        return batch[rank * local : (rank + 1) * local]

@@ -89,7 +89,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, 
     where, device = init_distributed(cfg.device)
     try:
         run = setup(cfg, Path(out_dir), where, device)
-        return _train(run, resume(run), stop_after, sys.stderr.isatty() if progress is None else progress)
+        try:
+            return _train(run, resume(run), stop_after, sys.stderr.isatty() if progress is None else progress)
+        finally:
+            run.train_set.close()  # loader workers stop here, not whenever the garbage collector gets to them
     except CorruptImage as err:  # never skipped: training on a substitute image would be silent data corruption
         kept = Path(out_dir) / CHECKPOINT
         raise TrainingError(
@@ -134,7 +137,7 @@ def setup(cfg: TrainConfig, out: Path, where: Dist, device: torch.device) -> Run
         out.mkdir(parents=True, exist_ok=True)
     use_tf32(device, cfg.tf32)
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_set, val_set = train_split(cfg, where.part, gen), eval_split(cfg)
+    train_set, val_set = train_split(cfg, where.part, gen, device), eval_split(cfg)
     steps_per_epoch = len(train_set) // where.world // cfg.batch_size  # = len // global batch; a shard's batches
     if steps_per_epoch == 0:
         raise TrainingError(f"a global batch of {cfg.batch_size * where.world} exceeds the {len(train_set)} "
@@ -354,6 +357,7 @@ def resolved(run: Run) -> dict[str, Any]:
             "mixing": "global batch, sliced per process" if run.train_set.global_batches else "each process's batch",
             "total_steps": run.steps_per_epoch * cfg.epochs,
             "train_images": len(run.train_set),
+            "loader_workers": getattr(run.train_set, "num_workers", 0),  # imagefolder: num_workers resolved
             "val_images": len(run.val_set),
             "num_params": sum(p.numel() for p in run.model.parameters()),
             "device": str(run.device),

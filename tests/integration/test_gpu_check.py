@@ -20,10 +20,13 @@ def test_the_check_runs_every_step_on_the_cpu(tmp_path) -> None:
                             capture_output=True, text=True, timeout=900)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert all(summary[step]["ok"] for step in ("environment", "tests", "bench", "train")), summary
+    assert all(summary[step]["ok"] for step in ("environment", "tests", "bench", "loader", "train")), summary
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["environment.json", "summary.json", "tests.log", "bench.csv", "bench.txt", "train.json", "train.log"]
-    ), "at most eight files, no folders: what a device run can bring back"
+        ["environment.json", "summary.json", "tests.log", "bench.csv", "bench.txt", "loader.csv", "train.json",
+         "train.log"]
+    ), "at most eight files, no folders: what a device run can bring back"  # fmt: skip
+    loader = list(csv.DictReader((out / "loader.csv").open()))
+    assert [r["workers"] for r in loader] == ["0", "1"] and all(float(r["images_per_second"]) > 0 for r in loader)
     assert "2 passed" in summary["tests"]["result"]
     rows = list(csv.DictReader((out / "bench.csv").open()))
     assert [r["column"] for r in rows] == ["deit", "transmix", "transmix-explicit", "timm"]

@@ -3,8 +3,10 @@ CPU, evaluation, the corrupt-image check, layout errors and the reproducible dat
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -20,7 +22,8 @@ from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, PREEMPTED_EXIT, RESO
 from transmix.cli import main
 from transmix.config import ConfigError, from_dict
 from transmix.data import CorruptImage, DatasetMissing, eval_split, train_split
-from transmix.data.imagefolder import ImageFolderSplit, check_image_folder
+from transmix.data.imagefolder import IMAGE_MEAN, IMAGE_STD, ImageFolderSplit, check_image_folder
+from transmix.data.loader import AUTO_WORKERS, DeviceFinish, loader_workers
 from transmix.evaluate import clean
 from transmix.train import TrainingError, train
 
@@ -201,9 +204,52 @@ def test_data_order_depends_on_seed_and_epoch_only(tree) -> None:
     assert ImageFolderSplit.training(config(tree, seed=1), (0, 1)).epoch_indices(epoch=0) != epoch0
 
 
+def test_batches_depend_on_seed_epoch_and_image_only(tree) -> None:
+    # Each image is augmented under its own seed: the number of workers and where an epoch starts change nothing,
+    # and the trainer's own RNGs are left as they were (stochastic depth must not depend on the data). Random
+    # erasing is off here: it runs in the trainer and draws its pixels from the trainer's torch RNG, as it should.
+    def first_batches(workers: int, start: int = 0, epoch: int = 0) -> list:
+        split = ImageFolderSplit.training(config(tree, num_workers=workers, reprob=0.0), (0, 1))
+        return [x for x, _ in split.batches(epoch, start)]
+
+    torch.manual_seed(5)
+    before = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    alone = first_batches(0)
+    after = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1])
+    assert torch.equal(before[0], after[0]) and before[1] == after[1] and (before[2] == after[2]).all()
+    assert len(alone) == 3 and alone[0].dtype == torch.float32
+    assert all(torch.equal(a, b) for a, b in zip(alone, first_batches(2), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(alone[1:], first_batches(1, start=1), strict=True))
+    assert not torch.equal(alone[0], first_batches(0, epoch=1)[0])
+
+
+def test_uint8_batches_are_normalised_on_the_device_as_timm_normalises(tree) -> None:
+    from timm.data import create_transform
+
+    cfg = config(tree, aa="", reprob=0.0)
+    split = ImageFolderSplit.training(cfg, (0, 1))
+    pixels, label = split[0]
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 32, 32)  # what travels to the device
+    reference = create_transform(32, mean=IMAGE_MEAN, std=IMAGE_STD).transforms[-1]  # timm's Normalize
+    finished, _ = split.finish(pixels[None], torch.tensor([label]), seed=0)
+    assert torch.allclose(finished[0], reference(pixels.float() / 255), atol=1e-6)
+    erasing = DeviceFinish(IMAGE_MEAN, IMAGE_STD, torch.device("cpu"), reprob=1.0)
+    batch = pixels[None].repeat(4, 1, 1, 1)
+    once, again = (erasing(batch, torch.zeros(4), seed=7)[0] for _ in range(2))
+    assert not torch.allclose(once, finished.expand_as(once))  # every image erased somewhere
+    assert torch.equal(once.eq(finished), again.eq(finished))  # the same boxes for the same seed
+
+
+def test_auto_workers_follow_the_allocation(monkeypatch) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert loader_workers(3) == 3 and loader_workers(AUTO_WORKERS) == max(0, cpus - 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cpus))  # one process per CPU: no CPU left for workers
+    assert loader_workers(AUTO_WORKERS) == 0
+
+
 @pytest.mark.slow
 def test_resume_at_an_epoch_boundary_is_bit_identical(tree, tmp_path) -> None:
-    # num_workers=1: augmentation runs in a worker seeded from (seed, epoch, rank), so it repeats after a resume.
+    # Each image's augmentation is seeded by (seed, epoch, image), in a worker or not, so it repeats after a resume.
     cfg = config(tree, epochs=2, num_workers=1)
     train(cfg, tmp_path / "whole", progress=False)
     assert train(cfg, tmp_path / "split", stop_after=1, progress=False).name == CHECKPOINT
@@ -222,7 +268,7 @@ def test_resume_at_an_epoch_boundary_is_bit_identical(tree, tmp_path) -> None:
 @pytest.mark.slow
 def test_sigterm_to_the_whole_job_saves_mid_epoch_and_resumes(tmp_path) -> None:
     # SLURM signals every process of a job, DataLoader workers too: the trainer must still save at a step boundary.
-    # The resumed epoch has the same order and the same mixing draws; the augmentation differs (workers restart).
+    # The resumed epoch has the same order, mixing draws and augmentation (seeded per image): the same result.
     tree = tmp_path / "folder"
     for split, n in {"train": 64, "val": 4}.items():  # 192 training images: 24 steps of 8
         for label in CLASSES:
@@ -253,3 +299,19 @@ def test_sigterm_to_the_whole_job_saves_mid_epoch_and_resumes(tmp_path) -> None:
     whole, split = (json.loads((tmp_path / r / HISTORY).read_text()) for r in ("whole", "run"))
     assert split["cutmix_batches"] == whole["cutmix_batches"] == 24
     assert split["lam_area_mean"] == whole["lam_area_mean"]  # the same boxes: generator state restored exactly
+    assert split["train_loss"] == whole["train_loss"] and split["lam_attn_mean"] == whole["lam_attn_mean"]
+    weights = [torch.load(tmp_path / r / FINAL, weights_only=True)["model"] for r in ("whole", "run")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_bench_loader_reports_images_per_second_by_workers(tree, tmp_path, capsys) -> None:
+    out = tmp_path / "loader.csv"
+    args = ["bench-loader", "--data-dir", str(tree), "--workers", "1,0", "--img-size", "32", "--batch-size", "4",
+            "--batches", "2", "--rounds", "2", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["workers"] for r in rows] == ["0", "1"] and all(float(r["images_per_second"]) > 0 for r in rows)
+    assert all(float(r["low"]) <= float(r["images_per_second"]) <= float(r["high"]) for r in rows)
+    assert "1 worker(s):" in capsys.readouterr().out
+    assert main([*args[:-2], "--rounds", "9"]) == 2  # 6 batches per epoch cannot hold 1 + 9 x 2
+    assert "need 19" in capsys.readouterr().err

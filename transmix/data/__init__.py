@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from transmix.config import TrainConfig
 
-Batch = tuple["torch.Tensor", "torch.Tensor"]  # images (B, C, H, W) float32, labels (B,) int64
+Batch = tuple["torch.Tensor", "torch.Tensor"]  # images (B, C, H, W) float32 normalised, labels (B,) int64
 
 
 class DatasetMissing(FileNotFoundError):
@@ -69,9 +69,15 @@ class TrainSplit(Split, Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    def close(self) -> None:
+        """Release what loads the batches (worker processes), at the end of training."""
+        ...
 
-def train_split(cfg: TrainConfig, part: tuple[int, int], gen: torch.Generator) -> TrainSplit:
-    """The configured training split for process ``part = (rank, world)``; ``gen`` is the run's generator."""
+
+def train_split(cfg: TrainConfig, part: tuple[int, int], gen: torch.Generator,
+                device: torch.device | None = None) -> TrainSplit:  # fmt: skip
+    """The configured training split for process ``part = (rank, world)``; ``gen`` is the run's generator.
+    Class-folder batches arrive on ``device`` (default: the CPU), normalised there; in-memory ones on the CPU."""
     if cfg.dataset == "fashion_mnist":
         from transmix.data.fashion_mnist import ShuffledBatches, load_fashion_mnist
 
@@ -79,7 +85,7 @@ def train_split(cfg: TrainConfig, part: tuple[int, int], gen: torch.Generator) -
         return ShuffledBatches(data, cfg.batch_size * part[1], gen)
     from transmix.data.imagefolder import ImageFolderSplit
 
-    return ImageFolderSplit.training(cfg, part)
+    return ImageFolderSplit.training(cfg, part, device)
 
 
 def eval_split(cfg: TrainConfig, images: int | None = None) -> Split:

@@ -89,6 +89,9 @@ class ShuffledBatches:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.order = state.get("epoch"), state.get("order")
 
+    def close(self) -> None:
+        """Nothing to release: the batches are slices of a tensor."""
+
 
 def load_fashion_mnist(root: str | Path, train: bool) -> TensorDataset:
     """One split of Fashion-MNIST, normalised. Raises :class:`DatasetMissing` with instructions."""

@@ -12,16 +12,17 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
 from transmix.data import Batch, CorruptImage, DatasetMissing
 from transmix.data.compat import naming_corrupt, pillow_safe, worker_init
+from transmix.data.loader import DeviceFinish, EpochKeys, SeededImages, loader_workers, stream_seed
 
 if TYPE_CHECKING:
     from transmix.config import TrainConfig
@@ -32,6 +33,7 @@ INTERPOLATION = "bicubic"  # DeiT's resize filter, for training and evaluation
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # timm's IMAGENET_DEFAULT_MEAN / _STD: every imagefolder run's normalisation
 IMAGE_STD = (0.229, 0.224, 0.225)
 RE_MODE = "pixel"  # DeiT's random-erasing fill (per-pixel normal noise); off unless `reprob` > 0
+PREFETCH = 4  # batches each loader worker keeps ready
 
 Samples = list[tuple[str, int]]  # (path, label)
 
@@ -152,7 +154,7 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def __init__(self, samples: Samples, transform: Callable[[Image.Image], torch.Tensor], num_workers: int = 0,
                  num_classes: int = 0, img_size: int = 0):  # fmt: skip
-        self.samples, self.transform, self.num_workers = samples, transform, num_workers
+        self.samples, self.transform, self.num_workers = samples, transform, loader_workers(num_workers)
         self.num_classes, self.image_shape = num_classes, (3, img_size, img_size)
 
     def __len__(self) -> int:
@@ -164,16 +166,15 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def eval_batches(self, batch_size: int) -> Iterator[Batch]:
         """Every image in order, in batches, loaded by ``num_workers`` processes; a corrupt file is named."""
-        loader = DataLoader(self, batch_size=batch_size, num_workers=self.num_workers,
-                            pin_memory=torch.cuda.is_available())  # fmt: skip
-        return naming_corrupt(loader)
+        return naming_corrupt(DataLoader(self, batch_size=batch_size, **_loader_options(self.num_workers)))
 
 
 class ImageFolderSplit(ImageFiles):
-    """One split of a class-folder tree; as a :class:`TrainSplit`, one ``DataLoader`` per epoch.
+    """One split of a class-folder tree; as a :class:`TrainSplit`, one ``DataLoader`` iterator for the whole run,
+    its uint8 batches finished on the device (:mod:`transmix.data.loader`).
 
     timm's ``create_loader`` is not used: its sampler is not seeded by the run's seed, it cannot start mid-epoch,
-    and its prefetcher and collate would duplicate what the loop does.
+    and its augmentation streams follow the workers, not the images.
 
     Under ``torchrun`` each process reads its own shard (``DistributedSampler``) and mixes its own local batch, as
     timm's and the official training scripts do; the in-memory path instead mixes the global batch. The mixing
@@ -181,29 +182,31 @@ class ImageFolderSplit(ImageFiles):
     the same lam and box, but pairs never cross processes.
 
     Reproducibility: the order of epoch ``e`` depends only on ``(seed, e)`` (the sampler's seed and
-    ``set_epoch``), so a resume at an epoch boundary or mid-epoch sees the same order, the latter skipping the
-    batches already trained without loading them; nothing needs saving (:meth:`state_dict` is empty).
-    Augmentation runs in the workers, each seeded from ``(seed, epoch, rank)``: an epoch-boundary resume repeats it
-    exactly when ``num_workers`` > 0. It is not repeated after a mid-epoch resume (the workers restart their
-    streams at the resumed batch, and batches reach workers round-robin), nor with ``num_workers=0``, where the
-    transforms draw from the trainer process's global Python, NumPy and torch RNGs.
+    ``set_epoch``), and each image's augmentation only on ``(seed, e, image)``, so a resume at an epoch boundary or
+    mid-epoch sees the same batches, the latter skipping the batches already trained without loading them, with any
+    ``num_workers``; nothing needs saving (:meth:`state_dict` is empty).
     """
 
     global_batches = False  # each process loads, mixes and trains on its own batch
 
     def __init__(self, samples: Samples, transform: Callable[[Image.Image], torch.Tensor], num_classes: int,
                  img_size: int, batch_size: int = 0, part: tuple[int, int] = (0, 1), seed: int = 0,
-                 num_workers: int = 0):  # fmt: skip
+                 num_workers: int = 0, finish: DeviceFinish | None = None):  # fmt: skip
         super().__init__(samples, transform, num_workers, num_classes, img_size)
         self.batch_size, self.part, self.seed = batch_size, part, seed
+        self.finish = finish or DeviceFinish(IMAGE_MEAN, IMAGE_STD, torch.device("cpu"))
+        self._stream: Iterator[Batch] | None = None  # the loader's batches from `_position` = (epoch, batch) on
+        self._position = (-1, -1)
 
     @classmethod
-    def training(cls, cfg: TrainConfig, part: tuple[int, int]) -> ImageFolderSplit:
-        """``train/`` with the training transform, in batches of ``cfg.batch_size`` per process."""
+    def training(cls, cfg: TrainConfig, part: tuple[int, int], device: torch.device | None = None) -> ImageFolderSplit:
+        """``train/`` with the training transform, in batches of ``cfg.batch_size`` per process, delivered on
+        ``device`` (default: the CPU)."""
         classes = image_folder_classes(cfg.data_dir)
         samples, _ = list_images(Path(cfg.data_dir) / SPLITS[0], classes)
+        finish = DeviceFinish(IMAGE_MEAN, IMAGE_STD, device or torch.device("cpu"), cfg.reprob, RE_MODE)
         return cls(samples, train_transform(cfg), len(classes), cfg.img_size, cfg.batch_size, part, cfg.seed,
-                   cfg.num_workers)  # fmt: skip
+                   cfg.num_workers, finish)  # fmt: skip
 
     @classmethod
     def evaluation(cls, cfg: TrainConfig, images: int = 0) -> ImageFolderSplit:
@@ -216,41 +219,64 @@ class ImageFolderSplit(ImageFiles):
 
     def epoch_indices(self, epoch: int, start: int = 0) -> list[int]:
         """This process's sample indices of ``epoch``, from batch ``start`` on (whole batches only)."""
-        rank, world = self.part
-        sampler = DistributedSampler(self, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True)
-        sampler.set_epoch(epoch)
-        indices = list(sampler)
-        return indices[start * self.batch_size : len(indices) // self.batch_size * self.batch_size]
+        return shard_indices(len(self), self.part, self.seed, self.batch_size, epoch, start)
 
     def batches(self, epoch: int, start: int) -> Iterator[Batch]:
-        """This process's local batches of ``epoch`` from batch ``start`` on."""
-        workers = np.random.SeedSequence([self.seed, epoch, self.part[0]]).generate_state(1)[0]
-        loader = DataLoader(
-            self,
-            batch_size=self.batch_size,
-            sampler=self.epoch_indices(epoch, start),
-            drop_last=True,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(int(workers)),  # the workers' seeds; not the global RNG
-            worker_init_fn=worker_init,
-        )
-        return naming_corrupt(loader)
+        """This process's local batches of ``epoch`` from batch ``start`` on, normalised on the device. The loader
+        started by an earlier epoch goes on when this one continues where it stopped."""
+        if self._stream is None or self._position != (epoch, start):
+            self.close()
+            keys = EpochKeys(partial(shard_indices, len(self), self.part, self.seed, self.batch_size), epoch, start)
+            images = SeededImages(ImageFiles(self.samples, self.transform), self.seed)  # holds no loader: no cycle
+            loader = DataLoader(images, batch_size=self.batch_size, sampler=keys,
+                                **_loader_options(self.num_workers, self.finish.device))  # fmt: skip
+            self._stream = naming_corrupt(loader)
+        total = len(self) // self.part[1] // self.batch_size
+        for number in range(start, total):
+            images, labels = next(self._stream)
+            self._position = (epoch, number + 1) if number + 1 < total else (epoch + 1, 0)
+            yield self.finish(images, labels, stream_seed(self.seed, epoch, self.part[0], number))
+
+    def close(self) -> None:
+        """Stop the loader's workers now (they would otherwise wait for the garbage collector)."""
+        self._stream, self._position = None, (-1, -1)
 
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        del state  # the order is a function of (seed, epoch): nothing to restore
+        del state  # the order and the augmentation are functions of (seed, epoch, image): nothing to restore
+
+
+def shard_indices(n: int, part: tuple[int, int], seed: int, batch_size: int, epoch: int, start: int) -> list[int]:
+    """Process ``part = (rank, world)``'s indices of ``n`` images in ``epoch`` (``DistributedSampler``'s shuffle,
+    seeded by ``(seed, epoch)``), from batch ``start`` on, whole batches only."""
+    rank, world = part
+    sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    indices = list(sampler)
+    return indices[start * batch_size : len(indices) // batch_size * batch_size]
+
+
+def _loader_options(workers: int, device: torch.device | None = None) -> dict[str, Any]:
+    """``DataLoader`` arguments shared by training and evaluation: workers that survive a SLURM SIGTERM long
+    enough for the checkpoint (:func:`worker_init`) and keep :data:`PREFETCH` batches ready, pinned memory for a
+    CUDA device, and a generator of its own for the seed a ``DataLoader`` draws whenever it starts, which would
+    otherwise come from the trainer's global RNG (and shift its stochastic depth by when a process started)."""
+    cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+    options: dict[str, Any] = {"num_workers": workers, "pin_memory": cuda, "generator": torch.Generator()}
+    if workers:
+        options.update(prefetch_factor=PREFETCH, worker_init_fn=worker_init)
+    return options
 
 
 def train_transform(cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:
-    """RandomResizedCrop + flip + auto-augment (colour jitter only without it, timm's rule) + random erasing."""
+    """RandomResizedCrop + flip + auto-augment (colour jitter only without it, timm's rule), to a uint8 tensor:
+    normalisation and random erasing happen on the device (:class:`DeviceFinish`)."""
     from timm.data import create_transform
 
     return pillow_safe(create_transform(cfg.img_size, is_training=True, auto_augment=cfg.aa or None,
-                                        re_prob=cfg.reprob, re_mode=RE_MODE, mean=IMAGE_MEAN, std=IMAGE_STD,
-                                        interpolation=INTERPOLATION))  # fmt: skip
+                                        interpolation=INTERPOLATION, use_prefetcher=True))  # fmt: skip
 
 
 def eval_transform(cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:

@@ -14,12 +14,14 @@ from PIL import Image
 SPLITS = ("train", "val")
 
 
-def make_class_folders(root: str | Path, classes: int = 4, per_class: tuple[int, int] = (64, 16), size: int = 32,
-                       seed: int = 0) -> Path:  # fmt: skip
-    """``root/train/class{k}/*.png`` and ``root/val/class{k}/*.png``: ``per_class`` images (train, val) of
-    ``size`` x ``size`` pixels per class, written as PNG; returns ``root``."""
+def make_class_folders(root: str | Path, classes: int = 4, per_class: tuple[int, int] = (64, 16),
+                       size: int | tuple[int, int] = 32, seed: int = 0, suffix: str = ".png") -> Path:  # fmt: skip
+    """``root/train/class{k}/*`` and ``root/val/class{k}/*``: ``per_class`` images (train, val) per class of
+    ``size`` pixels (a side, or width and height), written as ``suffix`` (.png, or .jpg at PIL's default quality);
+    returns ``root``."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
+    width, height = (size, size) if isinstance(size, int) else size
+    yy, xx = np.mgrid[0:height, 0:width] / max(width, height)
     for split, count in zip(SPLITS, per_class, strict=True):
         for k in range(classes):
             folder = Path(root) / split / f"class{k}"
@@ -28,6 +30,6 @@ def make_class_folders(root: str | Path, classes: int = 4, per_class: tuple[int,
             for i in range(count):
                 phase, freq = rng.uniform(0, 2 * np.pi), rng.uniform(3, 5)
                 wave = np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase) > 0
-                pixels = wave[..., None] * colour + rng.normal(0, 0.15, (size, size, 3))
-                Image.fromarray((pixels.clip(0, 1) * 255).astype(np.uint8), "RGB").save(folder / f"{i:04d}.png")
+                pixels = wave[..., None] * colour + rng.normal(0, 0.15, (height, width, 3))
+                Image.fromarray((pixels.clip(0, 1) * 255).astype(np.uint8), "RGB").save(folder / f"{i:04d}{suffix}")
     return Path(root)
