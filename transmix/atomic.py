@@ -14,11 +14,15 @@ from typing import IO, Any
 def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Write to a temporary file beside ``path``, fsync, then rename over ``path``.
 
-    A crash or an exception before the rename leaves ``path`` as it was and removes the temporary file.
+    A crash or an exception before the rename leaves ``path`` as it was and removes the temporary file. The file
+    gets the permissions ``open`` would give it (the umask's), not ``mkstemp``'s owner-only ones.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a shared results folder needs what open() would have made
     try:
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh

@@ -7,8 +7,9 @@ finished, ``final.pt`` (raw and EMA weights). Every file is written to a tempora
 (:mod:`transmix.atomic`), so a crash leaves the old file or the new one; a checkpoint that does not load is set
 aside and the previous one used. Files are loaded with ``weights_only=True``: no code runs from a checkpoint.
 
-SIGTERM (preemption) raises a flag (:func:`preemption_flag`) that the loop reads at step boundaries; it then saves
-and raises :class:`Preempted`, and the command exits with :data:`PREEMPTED_EXIT` so that the job is retried.
+SIGTERM (preemption) and Ctrl-C raise a flag (:func:`preemption_flag`) that the loop reads at step boundaries; it
+then saves and raises :class:`Preempted`, and the command exits with :data:`PREEMPTED_EXIT` so that the job is
+retried. While a run trains, ``train.lock`` keeps a second trainer out of its folder (:func:`run_lock`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import dataclasses
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from transmix.atomic import atomic_open
 log = logging.getLogger(__name__)
 
 CHECKPOINT, PREVIOUS, CORRUPT, FINAL = "checkpoint.pt", "checkpoint.prev.pt", "checkpoint.corrupt.pt", "final.pt"
-HISTORY, RESOLVED = "history.jsonl", "config.resolved.yaml"
+HISTORY, RESOLVED, LOCK = "history.jsonl", "config.resolved.yaml", "train.lock"
 PREEMPTED_EXIT = 143  # 128 + SIGTERM: the job did not finish and should be run again
 
 
@@ -40,7 +42,7 @@ class CheckpointError(RuntimeError):
 
 
 class Preempted(RuntimeError):  # noqa: N818 - a state, not a fault
-    """SIGTERM arrived; a checkpoint was written at a step boundary. Rerunning the same command resumes."""
+    """SIGTERM or Ctrl-C arrived; a checkpoint was written at a step boundary. Rerunning the same command resumes."""
 
 
 @dataclass
@@ -152,21 +154,79 @@ def save_final(out: Path, config: dict[str, Any], config_hash: str, git_sha: str
     return out / FINAL
 
 
+@dataclass
+class StopFlag:
+    """Set by SIGTERM (a scheduler's preemption) or SIGINT (Ctrl-C); the loop reads it at step boundaries."""
+
+    asked: bool = False
+    signal: str = ""
+
+
 @contextmanager
-def preemption_flag() -> Iterator[list[bool]]:
-    """``flag[0]`` turns true on SIGTERM; the loop checks it at step boundaries. Restores the old handler."""
-    flag = [False]
+def preemption_flag() -> Iterator[StopFlag]:
+    """A :class:`StopFlag` raised by SIGTERM or SIGINT: the loop then saves at the next step boundary and stops.
+    A second Ctrl-C stops at once (``KeyboardInterrupt``), losing the steps since the last checkpoint. Restores the
+    old handlers."""
+    flag = StopFlag()
 
     def handler(signum: int, _frame: Any) -> None:
-        log.warning("received signal %d: saving a checkpoint at the next step boundary", signum)
-        flag[0] = True
+        if flag.asked and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag.asked, flag.signal = True, signal.Signals(signum).name
+        log.warning("received %s: saving a checkpoint at the next step boundary (Ctrl-C again stops at once)",
+                    flag.signal)  # fmt: skip
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread: no handler, no preemption support
         yield flag
         return
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def read_final(out: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """``final.pt`` of the run in ``out`` (a ``weights_only`` load).
+
+    Raises:
+        FileNotFoundError: the run has not finished.
+        CheckpointError: the file does not load (cut short by a full disk or a copy); the message names it.
+    """
+    path = Path(out) / FINAL
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the run has not finished (run `transmix train` first)")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several types for a damaged file
+        raise CheckpointError(f"{path} does not load ({type(err).__name__}: {err}); rerunning the run's "
+                              "`transmix train` command writes it again from checkpoint.pt") from None  # fmt: skip
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/train.lock`` while training: a second ``transmix train`` into the same folder is an error, not a
+    folder whose checkpoint and config come from two runs. The lock goes with the process, even on SIGKILL. A
+    folder made here and left empty (the run failed before writing anything) is removed."""
+    import fcntl
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise CheckpointError(f"{out} is being trained by {holder}; wait for it to finish, or train into "
+                                  "another --out") from None  # fmt: skip
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+        if created and {p.name for p in out.iterdir()} <= {LOCK}:  # failed before writing anything: leave no trace
+            (out / LOCK).unlink(missing_ok=True)
+            out.rmdir()

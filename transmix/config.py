@@ -13,7 +13,10 @@ import functools
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from transmix.strict import ConfigError, Strict, option
 
@@ -116,7 +119,10 @@ class TrainConfig(Strict):
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay={self.ema_decay} must lie in [0, 1); 0 turns EMA off")
         if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
-            raise ConfigError(f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={self.epochs}")
+            raise ConfigError(f"warmup_epochs={self.warmup_epochs} must be smaller than epochs={self.epochs}; set "
+                              f"warmup_epochs={max(self.epochs - 1, 0)} (0 = no warmup)")  # fmt: skip
+        if self.seed < 0:
+            raise ConfigError(f"seed={self.seed} must be >= 0")
 
     def _check_attention_keys(self) -> None:
         if self.attn_blocks < 1:
@@ -180,11 +186,26 @@ def _check_auto_augment(policy: str, img_size: int) -> None:
                           "rand-m9-mstd0.5-inc1, and '' turns it off") from None  # fmt: skip
 
 
+STUDY_KEYS = {"models", "methods", "seeds", "train", "ablations"}  # keys that only a study config has
+
+
 def from_dict(values: dict[str, Any]) -> TrainConfig:
-    """Strict: every key must be a field, every value of the field's type."""
+    """Strict: every key must be a field, every value of the field's type; a study config is named as such."""
+    if STUDY_KEYS & set(values):
+        raise ConfigError(f"this is a study config (it has {', '.join(sorted(STUDY_KEYS & set(values)))}): run it "
+                          "with `snakemake --cores all --configfile FILE`; `transmix train --config` takes one run's "
+                          "keys (those under a study's `train:`)")  # fmt: skip
     return TrainConfig.from_dict(values)
 
 
-load = TrainConfig.load
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults <- YAML file (optional) <- ``key=value`` overrides; a study config is named as such."""
+    if path is not None and Path(path).is_file():
+        loaded = yaml.safe_load(Path(path).read_text())
+        if isinstance(loaded, dict):
+            from_dict({k: v for k, v in loaded.items() if k in STUDY_KEYS})  # raises for a study config
+    return TrainConfig.load(path, overrides)
+
+
 parse_overrides = TrainConfig.parse_overrides
 describe = TrainConfig.describe

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from transmix.checkpoint import FINAL, HISTORY
+from transmix.checkpoint import HISTORY, read_final
 from transmix.config import TrainConfig, from_dict
 from transmix.data import Split, eval_split
 from transmix.models import build_model
@@ -61,10 +61,7 @@ def top_k(
 
 def load_final(run_dir: str | Path, device: torch.device) -> tuple[TrainConfig, dict[str, Any]]:
     """A finished run's config and saved state (``weights_only`` load)."""
-    path = Path(run_dir) / FINAL
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: the run has not finished (run `transmix train` first)")
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = read_final(Path(run_dir), device)
     return from_dict(state["config"]), state
 
 

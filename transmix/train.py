@@ -16,6 +16,7 @@ Optimizer, scheduler, EMA and loss come from timm's factories; one step of any m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -35,14 +36,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from transmix import checkpoint
-from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, RESOLVED, Checkpoint, Preempted, Progress
+from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, RESOLVED, Checkpoint, Preempted, Progress, StopFlag
 from transmix.config import TrainConfig
 from transmix.data import CorruptImage, Split, TrainSplit, eval_split, train_split
 from transmix.evaluate import top_k
+from transmix.meter import EpochMeter, epoch_sums
 from transmix.models import build_model
 from transmix.results import git_sha
-from transmix.runtime import Dist, environment, init_distributed, leave_distributed, reduce, use_tf32
-from transmix.step import StepOutput, Stepper
+from transmix.runtime import Dist, environment, init_distributed, leave_distributed, use_tf32
+from transmix.step import Stepper
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +90,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, 
     """
     where, device = init_distributed(cfg.device)
     try:
-        run = setup(cfg, Path(out_dir), where, device)
-        try:
-            return _train(run, resume(run), stop_after, sys.stderr.isatty() if progress is None else progress)
-        finally:
-            run.train_set.close()  # loader workers stop here, not whenever the garbage collector gets to them
+        with checkpoint.run_lock(Path(out_dir)) if where.is_main else contextlib.nullcontext():
+            run = setup(cfg, Path(out_dir), where, device)
+            try:
+                return _train(run, resume(run), stop_after, sys.stderr.isatty() if progress is None else progress)
+            finally:
+                run.train_set.close()  # loader workers stop here, not whenever the garbage collector gets to them
     except CorruptImage as err:  # never skipped: training on a substitute image would be silent data corruption
         kept = Path(out_dir) / CHECKPOINT
         raise TrainingError(
@@ -108,7 +111,7 @@ def _train(run: Run, progress: Progress, stop_after: int | None, bar: bool) -> P
     cfg = run.cfg
     if run.where.is_main:
         checkpoint.atomic_write_text(yaml.safe_dump(resolved(run), sort_keys=False), run.out / RESOLVED)
-    if progress.epoch >= cfg.epochs and (run.out / FINAL).exists():
+    if progress.epoch >= cfg.epochs and _final_loads(run.out):
         log.info("%s already finished", run.out)
         return run.out / FINAL
     run.model.train()
@@ -122,8 +125,8 @@ def _train(run: Run, progress: Progress, stop_after: int | None, bar: bool) -> P
             end_epoch(run, progress)
             done_now += 1
             if stopped and progress.epoch < cfg.epochs:
-                raise Preempted(f"stopped by SIGTERM after epoch {progress.epoch}; run the same command again to "
-                                "continue")  # fmt: skip
+                raise Preempted(f"stopped by {stop_flag.signal or 'a signal'} after epoch {progress.epoch}; run the "
+                                "same command again to continue")  # fmt: skip
     if run.where.is_main:
         sha = run.started_sha if run.started_sha == run.now_sha else f"{run.started_sha}+{run.now_sha}"
         ema = run.ema.module.state_dict() if run.ema is not None else None
@@ -165,11 +168,9 @@ def resume(run: Run) -> Progress:
     one). The checkpoint must come from the same config and number of processes."""
     saved = checkpoint.load(run.out, run.device)
     if saved is None:
-        return Progress(sums=epoch_sums())
-    # A key added since the checkpoint was written takes its default, which reproduces what the run did.
-    before, now = {**TrainConfig().to_dict(), **saved.config}, run.cfg.to_dict()
-    if before != now:
-        diff = {k: (v, now.get(k)) for k, v in before.items() if now.get(k) != v}
+        return _finished_without_checkpoint(run) or Progress(sums=epoch_sums())
+    diff = _config_diff(saved.config, run.cfg)
+    if diff:
         raise TrainingError(
             f"{run.out / CHECKPOINT} belongs to a run with another config (checkpoint vs now: "
             f"{diff}); use another output directory, or delete the directory to start over"
@@ -189,12 +190,13 @@ def resume(run: Run) -> Progress:
         log.warning("run started at git %s, continues at %s: final.pt records both", run.started_sha, run.now_sha)
     progress = saved.progress
     progress.sums = {**epoch_sums(), **progress.sums}  # older checkpoints summed fewer things
-    log.info("resuming %s at epoch %d, step %d of %d", run.out, progress.epoch + 1, progress.step,
-             run.steps_per_epoch)  # fmt: skip
+    if progress.epoch < run.cfg.epochs:
+        log.info("resuming %s at epoch %d, step %d of %d", run.out, progress.epoch + 1, progress.step,
+                 run.steps_per_epoch)  # fmt: skip
     return progress
 
 
-def train_epoch(run: Run, progress: Progress, stop_flag: list[bool], bar: bool) -> bool:
+def train_epoch(run: Run, progress: Progress, stop_flag: StopFlag, bar: bool) -> bool:
     """Train the rest of the epoch under way (all of it unless resumed mid-epoch); returns whether a stop was asked
     at its last step. A stop asked before the last step saves a checkpoint and raises :class:`Preempted`.
 
@@ -217,7 +219,7 @@ def train_epoch(run: Run, progress: Progress, stop_flag: list[bool], bar: bool) 
             run.ema.update(run.model, step=progress.updates)
         if progress.step % sync_every and progress.step < run.steps_per_epoch:
             continue
-        steps, loss, stop = meter.sync(stop_flag[0], run.where.world)
+        steps, loss, stop = meter.sync(stop_flag.asked, run.where.world)
         if not math.isfinite(loss):
             raise TrainingError(_diverged(run, progress, loss, steps))
         if show is not None:
@@ -230,7 +232,7 @@ def train_epoch(run: Run, progress: Progress, stop_flag: list[bool], bar: bool) 
             progress.sums["seconds"] += time.perf_counter() - t0
             save(run, progress)
             raise Preempted(
-                f"stopped by SIGTERM at epoch {progress.epoch + 1}, step {progress.step}; "
+                f"stopped by {stop_flag.signal or 'a signal'} at epoch {progress.epoch + 1}, step {progress.step}; "
                 f"{run.out / CHECKPOINT} holds this state: run the same command again to continue"
             )
     if show is not None:
@@ -253,49 +255,6 @@ def end_epoch(run: Run, progress: Progress) -> None:
         ema = f" (EMA {row['val_top1_ema']:.2f})" if run.ema is not None else ""
         log.info("epoch %d/%d loss %.4f val top-1 %.2f%s, %.0f img/s", progress.epoch, run.cfg.epochs,
                  row["train_loss"], row["val_top1"], ema, row["images_per_second"])  # fmt: skip
-
-
-SUMMED = ("loss", "lam_area", "lam", "lam_attn", "lam_gap")  # the epoch's sums that are added on the device
-
-
-def epoch_sums() -> dict[str, float]:
-    """What an epoch adds up for its history row (kept in mid-epoch checkpoints)."""
-    return {"loss": 0.0, "cutmix": 0, "lam_area": 0.0, "lam": 0.0, "lam_attn": 0.0, "lam_gap": 0.0, "seconds": 0.0}
-
-
-class EpochMeter:
-    """The epoch's sums of :data:`SUMMED` (loss, and the label weights of CutMix batches), added on the device in
-    float64, so a step never waits for the device; :meth:`sync` reads them into ``progress.sums``.
-
-    The additions are those the host would make with the values read every step, in the same order and in the same
-    precision, so the sums are the same to the last bit whatever ``sync_every`` is.
-    """
-
-    def __init__(self, progress: Progress, device: torch.device):
-        self.progress = progress
-        self.acc = torch.tensor([progress.sums[k] for k in SUMMED], dtype=torch.float64, device=device)
-        self.steps = 0  # since the last sync
-        self.loss_before = progress.sums["loss"]
-
-    def add(self, result: StepOutput) -> None:
-        """One step: its loss and, for a CutMix batch, its area, label and attention weights and their gap."""
-        parts: list[torch.Tensor | float] = [result.loss, 0.0, 0.0, 0.0, 0.0]
-        if result.mode == "cutmix":
-            self.progress.sums["cutmix"] += 1  # the mode is drawn on the host: no wait
-            parts[1:3] = [result.lam_area, result.lam.mean() if result.lam is not None else result.lam_area]
-            if result.lam_attn is not None:
-                parts[3:] = [result.lam_attn.mean(), (result.lam_attn - result.lam_area).abs().mean()]
-        self.acc += torch.stack([torch.as_tensor(p, device=self.acc.device).double() for p in parts])
-        self.steps += 1
-
-    def sync(self, stop: bool, world: int) -> tuple[int, float, bool]:
-        """Wait for the device: the sums into ``progress.sums`` (the loss as the mean over processes), and
-        ``(steps since the last sync, their mean loss, whether any process was asked to stop)``."""
-        loss, stop = reduce(self.acc[0], stop, world)
-        self.progress.sums.update(zip(SUMMED, [loss, *self.acc[1:].tolist()], strict=True))
-        steps, mean = self.steps, (loss - self.loss_before) / max(self.steps, 1)
-        self.steps, self.loss_before = 0, loss
-        return steps, mean, stop
 
 
 def history_row(run: Run, progress: Progress) -> dict[str, Any]:
@@ -367,6 +326,42 @@ def resolved(run: Run) -> dict[str, Any]:
         },
         "environment": environment(run.device, run.now_sha),
     }
+
+
+def _config_diff(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{key: (saved, now)}`` where a saved config differs from ``cfg``; a key added since it was saved takes its
+    default, which reproduces what the run did."""
+    before, now = {**TrainConfig().to_dict(), **saved}, cfg.to_dict()
+    return {k: (v, now.get(k)) for k, v in before.items() if now.get(k) != v}
+
+
+def _final_loads(out: Path) -> bool:
+    """Whether ``final.pt`` is there and loads; one that does not is written again from the checkpoint."""
+    try:
+        checkpoint.read_final(out)
+    except FileNotFoundError:
+        return False
+    except checkpoint.CheckpointError as err:
+        log.warning("%s", err)
+        return False
+    return True
+
+
+def _finished_without_checkpoint(run: Run) -> Progress | None:
+    """A folder holding ``final.pt`` but no checkpoint (copied results, a deleted checkpoint) is a finished run:
+    of this config it is done; of another it is never trained over."""
+    if not (run.out / FINAL).exists():
+        return None
+    try:
+        saved = checkpoint.read_final(run.out)
+    except checkpoint.CheckpointError as err:
+        raise TrainingError(f"{err}; but there is no checkpoint.pt to write it from: move the folder aside and "
+                            "train again") from None  # fmt: skip
+    diff = _config_diff(saved["config"], run.cfg)
+    if diff:
+        raise TrainingError(f"{run.out / FINAL} is a finished run of another config (final.pt vs now: {diff}); "
+                            "train into another --out, or move the folder aside")  # fmt: skip
+    return Progress(epoch=run.cfg.epochs, sums=epoch_sums())
 
 
 def _diverged(run: Run, progress: Progress, loss: float, steps: int) -> str:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, RESOLVED
+from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, LOCK, RESOLVED
 from transmix.config import from_dict
 from transmix.evaluate import clean
 from transmix.train import TrainingError, train
@@ -97,11 +97,14 @@ def test_fast_path_keys_reach_the_run_and_its_record(fashion_root, tmp_path) -> 
 
 
 def test_other_config_in_run_dir_is_refused(finished_run) -> None:
-    before = {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()}
+    def files() -> dict[str, int]:  # train.lock aside: every trainer that opens the folder takes it
+        return {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir() if p.name != LOCK}
+
+    before = files()
     cfg = from_dict(yaml.safe_load((finished_run / RESOLVED).read_text())["config"])
     with pytest.raises(TrainingError, match=r"another config.*'lr'"):
         train(cfg.replace(lr=0.01), finished_run, progress=False)
-    assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before, "the run was left as it was"
+    assert files() == before, "the run was left as it was"
 
 
 def test_evaluate_rows(finished_run) -> None:

@@ -33,6 +33,10 @@ def test_unknown_key_names_it_and_suggests() -> None:
         ({"switch_prob": -0.1}, "switch_prob"),
         ({"method": "transmix", "cutmix_alpha": 0.0}, "needs cutmix_alpha > 0"),
         ({"warmup_epochs": 5, "epochs": 5}, "warmup_epochs=5 must be smaller"),
+        ({"epochs": 1}, "warmup_epochs=1 must be smaller than epochs=1; set warmup_epochs=0"),
+        ({"seed": -1}, "seed=-1 must be >= 0"),
+        ({"num_workers": -2}, "num_workers=-2 must be >= 0, or -1"),
+        ({"models": ["x"], "train": {}}, "this is a study config .*snakemake --cores all --configfile"),
         ({"box_to_grid": "nearest"}, "box_to_grid='nearest'"),
         ({"attn_heads": "median"}, "attn_heads='median' is not one of mean, max"),
         ({"attn_blocks": 0}, "attn_blocks=0 must be >= 1"),
@@ -73,3 +77,8 @@ def test_yaml_then_overrides(tmp_path) -> None:
     (tmp_path / "bad.yaml").write_text("swich_prob: 0.8\n")
     with pytest.raises(ConfigError, match="did you mean `switch_prob`"):
         load(tmp_path / "bad.yaml")
+
+
+def test_a_study_config_given_to_train_is_named(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"study config \(it has methods, models, seeds, train\)"):
+        load("workflow/config/default.yaml")

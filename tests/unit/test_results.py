@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
 
@@ -86,3 +88,20 @@ def test_tables_without_protocol_columns_still_read(tmp_path) -> None:
     write(df, tmp_path / "new.csv")
     again = read(tmp_path / "new.csv")
     assert (again["ablation"] == "").all() and (again["setting"] == "").all()
+
+
+def test_atomic_writes_follow_the_umask(tmp_path) -> None:
+    # A results folder shared on a cluster: files must be readable by the group when the umask says so.
+    from transmix.atomic import atomic_open
+
+    previous = os.umask(0o022)
+    try:
+        with atomic_open(tmp_path / "shared.csv") as fh:
+            fh.write("x\n")
+        os.umask(0o077)
+        with atomic_open(tmp_path / "private.csv") as fh:
+            fh.write("x\n")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "shared.csv").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.csv").stat().st_mode & 0o777 == 0o600
