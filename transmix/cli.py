@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from transmix.train import train
 
     progress = {"auto": None, "bar": True, "log": False}[args.progress]
-    print(train(cfg, args.out, stop_after=args.stop_after, progress=progress))
+    print(train(cfg, args.out, stop_after=args.stop_after, progress=progress, set_aside=args.set_aside))
     return 0
 
 
@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
     p.add_argument("--threads", **threads)
     p.add_argument("--stop-after", type=int, metavar="N", help="leave after N epochs of this call (rerun continues)")
+    p.add_argument("--set-aside", action="store_true",
+                   help="a run of another config in --out is renamed to OUT.<its config hash> and training starts "
+                   "afresh, instead of being an error (the pipeline's way when a study's settings change)")  # fmt: skip
     p.add_argument("--progress", choices=("auto", "bar", "log"), default="auto",
                    help="progress bar or log lines (auto: a bar on a terminal)")  # fmt: skip
     p.set_defaults(func=cmd_train)

@@ -131,9 +131,57 @@ def paper() -> pd.DataFrame:
         return read(fh)
 
 
+def read_run_table(path: str | Path) -> pd.DataFrame:
+    """A per-run (or per-point) table, checked whole: what a later step would silently build on if it were cut.
+
+    Raises:
+        SchemaError: naming the file, when it is empty, does not parse, breaks the schema, has a measured row
+            without its provenance (a row cut in the middle), or lacks rows its run must have (see
+            :func:`missing_rows`). The message says how to make it again.
+    """
+    again = "delete it and run snakemake again: the job that writes it runs again"
+    try:
+        df = read(path)
+    except (SchemaError, ValueError, pd.errors.EmptyDataError) as err:
+        raise SchemaError(f"{path} is not a complete results table ({err}); {again}") from None
+    ours = df[df["source"] == "ours"]
+    cut = ours[["config_hash", "git_sha", "package_version"]].isna().any(axis=1) | ours["n"].isna() & (
+        ours["suite"] != "history"
+    )
+    if ours.empty or cut.any():
+        what = "no measured rows" if ours.empty else f"{int(cut.sum())} row(s) cut short (no provenance)"
+        raise SchemaError(f"{path} holds {what}; {again}")
+    gaps = missing_rows(ours)
+    if gaps:
+        raise SchemaError(f"{path} lacks rows its runs must have ({'; '.join(gaps[:3])}); {again}")
+    return df
+
+
+def missing_rows(ours: pd.DataFrame) -> list[str]:
+    """What is missing from the measured rows of runs evaluated here (those with ``clean`` or ``history`` rows): a
+    history row per epoch for each history metric, and top-1 and top-5 of every variant the history validated."""
+    gaps = []
+    for run_id, rows in ours.groupby("run_id"):
+        history, clean = rows[rows["suite"] == "history"], rows[rows["suite"] == "clean"]
+        if history.empty and clean.empty:
+            continue  # a robustness table: its points depend on its protocol
+        epochs = set(range(1, int(rows["epochs"].iloc[0]) + 1))
+        for metric, points in history.groupby("metric"):
+            if set(points["level"].astype(int)) != epochs:
+                gaps.append(f"{run_id}: history {metric} lacks epochs {sorted(epochs - set(points['level']))}")
+        variants = set(history.loc[history["metric"] == "val_top1", "variant"]) or {"raw"}
+        for variant in sorted(variants):
+            have = set(clean.loc[clean["variant"] == variant, "metric"])
+            if not {"top1", "top5"} <= have:
+                gaps.append(f"{run_id}: clean {variant} lacks {sorted({'top1', 'top5'} - have)}")
+        if history.empty:
+            gaps.append(f"{run_id}: no history rows")
+    return gaps
+
+
 def collect(paths: Iterable[str | Path], include_paper: bool = True) -> pd.DataFrame:
-    """One study table: every per-run CSV, plus the published rows."""
-    parts = [read(p) for p in paths]
+    """One study table: every per-run CSV (each checked whole, :func:`read_run_table`), plus the published rows."""
+    parts = [read_run_table(p) for p in paths]
     if include_paper:
         parts.append(paper())
     if not parts:

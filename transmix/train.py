@@ -74,7 +74,8 @@ class Run:
     started_sha: str  # the code that started the run (a resume under other code is recorded beside it)
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, progress: bool | None = None) -> Path:
+def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, progress: bool | None = None,
+          set_aside: bool = False) -> Path:  # fmt: skip
     """Train (or continue) the run in ``out_dir``; returns the path of ``final.pt``, or of the checkpoint when
     ``stop_after`` epochs of this call ended before the run did.
 
@@ -83,6 +84,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, 
         out_dir: the run directory; a checkpoint of the same config there is resumed.
         stop_after: leave after this many epochs of this call (to fit a run into time-limited jobs).
         progress: a progress bar; default: when stderr is a terminal (rank 0 only).
+        set_aside: a run of another config in ``out_dir`` is renamed to ``<out_dir>.<its config hash>`` and this
+            one starts afresh; without it, that is a :class:`TrainingError`.
 
     Raises:
         Preempted: SIGTERM arrived; the checkpoint holds the state at a step boundary.
@@ -90,6 +93,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, 
     """
     where, device = init_distributed(cfg.device)
     try:
+        if set_aside:
+            _set_aside_other_config(Path(out_dir), cfg, where)
         with checkpoint.run_lock(Path(out_dir)) if where.is_main else contextlib.nullcontext():
             run = setup(cfg, Path(out_dir), where, device)
             try:
@@ -333,6 +338,27 @@ def _config_diff(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, tuple[Any
     default, which reproduces what the run did."""
     before, now = {**TrainConfig().to_dict(), **saved}, cfg.to_dict()
     return {k: (v, now.get(k)) for k, v in before.items() if now.get(k) != v}
+
+
+def _set_aside_other_config(out: Path, cfg: TrainConfig, where: Dist) -> None:
+    """Rename a run folder holding a run of another config (its checkpoint's, else its ``final.pt``'s) to
+    ``<out>.<that config's hash>``: a changed study setting retrains without losing the old run."""
+    if where.is_main:
+        saved = next((out / name for name in (CHECKPOINT, FINAL) if (out / name).exists()), None)
+        try:
+            config = torch.load(saved, map_location="cpu", weights_only=True)["config"] if saved else None
+        except Exception:  # noqa: BLE001 - an unreadable file is resume's to report
+            config = None
+        if config is not None and _config_diff(config, cfg):
+            old = TrainConfig.from_dict({**TrainConfig().to_dict(), **config}).hash()
+            aside = out.with_name(f"{out.name}.{old}")
+            while aside.exists():
+                aside = aside.with_name(aside.name + "+")
+            out.rename(aside)
+            log.warning("%s held a run of another config (%s); moved it to %s", out, _config_diff(config, cfg),
+                        aside)  # fmt: skip
+    if where.world > 1:
+        torch.distributed.barrier()  # the other processes read the folder only after it was set aside
 
 
 def _final_loads(out: Path) -> bool:

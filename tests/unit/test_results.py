@@ -105,3 +105,34 @@ def test_atomic_writes_follow_the_umask(tmp_path) -> None:
         os.umask(previous)
     assert (tmp_path / "shared.csv").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "private.csv").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.fixture
+def run_table(tmp_path):
+    """One run's table as `transmix evaluate` writes it: the committed default study's first run."""
+    df = read("results/default/results.csv")
+    path = tmp_path / "run.csv"
+    write(df[df.run_id == "vit_micro_patch4_28__transmix__s0"], path)
+    return path
+
+
+def test_a_cut_run_table_is_refused_naming_the_file(run_table, capsys) -> None:
+    from transmix.cli import main
+    from transmix.results import read_run_table
+
+    assert len(read_run_table(run_table)) == 4 + 7 * 8  # clean top-1/5 of raw and EMA; 8 history metrics x 7 epochs
+    lines = run_table.read_text().splitlines(keepends=True)
+    cases = {
+        "head -n 2": "".join(lines[:2]),  # header and one row: what `head` leaves
+        "cut mid-row": "".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 3],
+        "0 bytes": "",
+        "history cut": "".join(lines[:-3]),
+    }
+    for case, text in cases.items():
+        cut = run_table.with_name(f"{case.replace(' ', '_')}.csv")
+        cut.write_text(text)
+        with pytest.raises(SchemaError, match=rf"{cut}.*delete it and run snakemake again") as err:
+            read_run_table(cut)
+        assert main(["collect", "--out", str(run_table.with_name("table.csv")), str(run_table), str(cut)]) == 1, case
+        assert str(cut) in capsys.readouterr().err and not run_table.with_name("table.csv").exists()
+    assert "lacks epochs" in str(err.value) or "lacks" in str(err.value)

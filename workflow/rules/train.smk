@@ -21,4 +21,4 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} train --out {params.out:q} --threads {params.threads} --progress log {params.args} > {log:q} 2>&1"
+        "{params.launcher} train --out {params.out:q} --set-aside --threads {params.threads} --progress log {params.args} > {log:q} 2>&1"
