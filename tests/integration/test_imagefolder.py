@@ -315,3 +315,23 @@ def test_bench_loader_reports_images_per_second_by_workers(tree, tmp_path, capsy
     assert "1 worker(s):" in capsys.readouterr().out
     assert main([*args[:-2], "--rounds", "9"]) == 2  # 6 batches per epoch cannot hold 1 + 9 x 2
     assert "need 19" in capsys.readouterr().err
+
+
+def test_every_image_type_is_read_and_nothing_else_becomes_a_class(tree, caplog) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
+    for suffix, kind in {".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".TIFF": "TIFF"}.items():
+        Image.fromarray(pixels, "RGB").save(tree / "train" / "emu" / f"extra{suffix}", format=kind)
+    hidden = tree / "train" / ".ipynb_checkpoints"  # a notebook's leftovers: never a class
+    hidden.mkdir()
+    Image.fromarray(pixels, "RGB").save(hidden / "x-checkpoint.png")
+    (tree / "train" / "cat" / "notes.txt").write_text("where these came from\n")
+    split = train_split(config(tree), (0, 1), torch.Generator())
+    assert split.num_classes == 3 and len(split) == 24 + 4
+    assert sum(Path(p).parent.name == "emu" for p, _ in split.samples) == 8 + 4
+    assert "1 file(s) in" in caplog.text and "notes.txt" in caplog.text and ".txt" in caplog.text
+
+    (tree / "train" / "fox").mkdir()  # an empty class would be an output never trained
+    with pytest.raises(DatasetMissing, match=r"class folder\(s\) \['fox'\] of .*train hold no images"):
+        train_split(config(tree), (0, 1), torch.Generator())
+    with pytest.raises(DatasetMissing, match="fox"):
+        check_image_folder(tree, workers=1)

@@ -9,6 +9,7 @@ fails to open, which would silently train on another image; here a corrupt file 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,11 @@ from transmix.data.loader import DeviceFinish, EpochKeys, SeededImages, loader_w
 if TYPE_CHECKING:
     from transmix.config import TrainConfig
 
-LAYOUT = "DIR/train/<class>/<image> and DIR/val/<class>/<image> (class folders named alike in both; .jpg/.jpeg/.png)"
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")  # what is read; any case
+LAYOUT = ("DIR/train/<class>/<image> and DIR/val/<class>/<image> (class folders named alike in both; "
+          f"{'/'.join(IMAGE_SUFFIXES)}; folders whose name starts with '.' are not classes)")  # fmt: skip
 SPLITS = ("train", "val")
 INTERPOLATION = "bicubic"  # DeiT's resize filter, for training and evaluation
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # timm's IMAGENET_DEFAULT_MEAN / _STD: every imagefolder run's normalisation
@@ -61,9 +66,6 @@ def image_folder_classes(root: str | Path) -> dict[str, int]:
         DatasetMissing: ``root``, ``train/`` or ``val/`` is missing, a split has images outside class folders, or
             ``val/`` has a class ``train/`` lacks. The message names the path and the expected layout.
     """
-    from timm.data.readers.img_extensions import get_img_extensions
-    from timm.utils.misc import natural_key
-
     root = Path(root)
     if not root.is_dir():
         raise DatasetMissing(f"data_dir {root} does not exist; dataset=imagefolder expects {LAYOUT}")
@@ -74,12 +76,11 @@ def image_folder_classes(root: str | Path) -> dict[str, int]:
     classes: dict[str, list[str]] = {}
     for split in SPLITS:
         folder = root / split
-        entries = list(folder.iterdir())
-        loose = [e.name for e in entries if e.is_file() and e.suffix.lower() in get_img_extensions(as_set=True)]
+        loose = [e.name for e in folder.iterdir() if e.is_file() and e.suffix.lower() in IMAGE_SUFFIXES]
         if loose:
             raise DatasetMissing(f"{folder} holds images outside class folders ({', '.join(sorted(loose)[:3])}...); "
                                  f"move each into its class folder: {LAYOUT}")  # fmt: skip
-        classes[split] = sorted((e.name for e in entries if e.is_dir()), key=natural_key)
+        classes[split] = class_folders(folder)
         if not classes[split]:
             raise DatasetMissing(f"{folder} has no class folders; dataset=imagefolder expects {LAYOUT}")
     unknown = sorted(set(classes["val"]) - set(classes["train"]))
@@ -89,21 +90,45 @@ def image_folder_classes(root: str | Path) -> dict[str, int]:
     return {name: index for index, name in enumerate(classes["train"])}
 
 
-def list_images(folder: str | Path, classes: dict[str, int] | None = None) -> tuple[Samples, dict[str, int]]:
+def class_folders(folder: Path) -> list[str]:
+    """The class folders of ``folder`` in timm's order (natural sort); hidden ones (``.ipynb_checkpoints``) are
+    not classes."""
+    from timm.utils.misc import natural_key
+
+    return sorted((e.name for e in folder.iterdir() if e.is_dir() and not e.name.startswith(".")), key=natural_key)
+
+
+def list_images(folder: str | Path, classes: dict[str, int] | None = None,
+                every_class: bool = False) -> tuple[Samples, dict[str, int]]:  # fmt: skip
     """``(path, label)`` of every image in the class folders of ``folder`` (timm's folder reader, natural order),
     and the class map used: ``classes`` (folder name -> label) when given, else the folders' own natural order.
-    The one way this package lists images.
+    The one way this package lists images. Files of other types are named in a warning, not read.
 
     Raises:
-        DatasetMissing: ``folder`` does not exist or holds no images in class folders.
+        DatasetMissing: ``folder`` does not exist or holds no images in class folders; with ``every_class``, a
+            class holds no image (a training split: its output would never be trained).
     """
     from timm.data.readers.reader_image_folder import find_images_and_targets
 
-    if not Path(folder).is_dir():
+    folder = Path(folder)
+    if not folder.is_dir():
         raise DatasetMissing(f"{folder} does not exist; expected a folder of class folders holding images")
-    samples, found = find_images_and_targets(str(folder), class_to_idx=classes)
+    classes = classes or {name: index for index, name in enumerate(class_folders(folder))}
+    samples, found = find_images_and_targets(str(folder), types=IMAGE_SUFFIXES, class_to_idx=classes)
     if not samples:
-        raise DatasetMissing(f"{folder} holds no images (.jpg/.jpeg/.png) in class folders; expected {LAYOUT}")
+        raise DatasetMissing(f"{folder} holds no images in class folders; expected {LAYOUT}")
+    others = [p for name in classes for p in (folder / name).rglob("*")
+              if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES and not p.name.startswith(".")]  # fmt: skip
+    if others:
+        kinds = sorted({p.suffix.lower() or "(none)" for p in others})
+        log.warning("%d file(s) in %s are not read: not %s (%s; e.g. %s)", len(others), folder,
+                    "/".join(IMAGE_SUFFIXES), ", ".join(kinds[:5]), others[0])  # fmt: skip
+    if every_class:
+        labelled = {label for _, label in samples}
+        empty = [name for name, label in found.items() if label not in labelled]
+        if empty:
+            raise DatasetMissing(f"class folder(s) {empty[:5]} of {folder} hold no images; a class without "
+                                 "training images is never learned: add images or remove the folder")  # fmt: skip
     return samples, found
 
 
@@ -136,7 +161,8 @@ def check_image_folder(root: str | Path, workers: int | None = None) -> dict[str
             pass finds every file to replace.
     """
     classes = image_folder_classes(root)
-    paths = {split: [path for path, _ in list_images(Path(root) / split, classes)[0]] for split in SPLITS}
+    paths = {split: [path for path, _ in list_images(Path(root) / split, classes, every_class=split == "train")[0]]
+             for split in SPLITS}  # fmt: skip
     every = [path for split in SPLITS for path in paths[split]]
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         errors = [e for e in pool.map(_decode_error, every, chunksize=64) if e is not None]
@@ -203,7 +229,7 @@ class ImageFolderSplit(ImageFiles):
         """``train/`` with the training transform, in batches of ``cfg.batch_size`` per process, delivered on
         ``device`` (default: the CPU)."""
         classes = image_folder_classes(cfg.data_dir)
-        samples, _ = list_images(Path(cfg.data_dir) / SPLITS[0], classes)
+        samples, _ = list_images(Path(cfg.data_dir) / SPLITS[0], classes, every_class=True)
         finish = DeviceFinish(IMAGE_MEAN, IMAGE_STD, device or torch.device("cpu"), cfg.reprob, RE_MODE)
         return cls(samples, train_transform(cfg), len(classes), cfg.img_size, cfg.batch_size, part, cfg.seed,
                    cfg.num_workers, finish)  # fmt: skip
