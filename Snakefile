@@ -25,6 +25,10 @@ include: "workflow/rules/robustness.smk"
 include: "workflow/rules/notebooks.smk"
 
 
+onstart:
+    STUDY.check_models()  # needs torch: once before the first job, not at every parse
+
+
 rule all:
     input:
         notebook_targets(),

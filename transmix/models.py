@@ -246,8 +246,7 @@ def create_model(
     the timm backbone, for every method, so that baseline and TransMix runs compare the same architecture.
     """
     if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        raise ValueError(f"model={name!r} is not in timm's registry; similar names: {close}")
+        raise ValueError(unknown_model(name))
     wrap = name.startswith(NO_CLASS_TOKEN)
     kwargs: dict[str, Any] = dict(
         pretrained=pretrained, num_classes=0 if wrap else num_classes, in_chans=in_chans, drop_path_rate=drop_path
@@ -258,6 +257,35 @@ def create_model(
     if not wrap:
         return model
     return ClassAttentionHead(model, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
+
+
+def unknown_model(name: str) -> str:
+    """The message for a name timm does not know, with the closest names it does."""
+    import difflib
+
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    return f"model={name!r} is not in timm's registry" + (f"; did you mean {', '.join(close)}?" if close else "")
+
+
+def check_model(name: str, img_size: int, in_chans: int) -> None:
+    """Fail now, naming the fix, if ``name`` is unknown or its tokens cannot tile ``img_size`` pixels (so no
+    CutMix box could be laid on them): what would otherwise stop a training job at its first batch. The model is
+    built on the meta device: no memory, no weights."""
+    from transmix.attention import token_grid, token_stride
+    from transmix.mixing import token_cells
+
+    if not timm.is_model(name):
+        raise ValueError(unknown_model(name))
+    with torch.device("meta"):
+        model = create_model(name, num_classes=10, in_chans=in_chans, img_size=img_size)
+    grid, (stride, centered) = token_grid(model), token_stride(model)
+    try:
+        for tokens, step in zip(grid, stride, strict=True):
+            token_cells(img_size, tokens, step, centered)
+    except ValueError as err:
+        raise ValueError(f"model={name!r} does not fit img_size={img_size}: {err}; use an img_size its patches "
+                         f"tile (e.g. {max(stride) * -(-img_size // max(stride))}) or a model made for "
+                         f"{img_size} px") from None  # fmt: skip
 
 
 def build_model(cfg: TrainConfig, data: Split) -> nn.Module:

@@ -141,6 +141,18 @@ class Study:
             protocol = Protocol.from_dict(self.robustness.get("protocol", {}))
             applicable(self.dataset, protocol, self.robustness.get("suites"))
 
+    def check_models(self) -> None:
+        """Every model is timm's and fits the study's images (:func:`transmix.models.check_model`): what
+        :meth:`check` cannot see without torch. The Snakefile runs it once before the first job (not in a dry run)."""
+        from transmix.models import check_model
+
+        for model in self.models:
+            cfg = self.model_config(model)
+            try:
+                check_model(model, cfg.img_size, 1 if cfg.dataset == "fashion_mnist" else 3)
+            except ValueError as err:
+                raise StudyError(f"{err} (study {self.name}, `models`)") from None
+
     def _check_ablations(self) -> None:
         unknown = sorted(set(self.ablations.get("models", [])) - set(self.models))
         if unknown:

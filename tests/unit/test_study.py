@@ -106,3 +106,22 @@ def test_a_bad_study_is_refused_naming_the_key(name: str, edit, error: type, mes
     edit(values)
     with pytest.raises(error, match=message):
         study(values)
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("vit_micro_patch4_28x", r"not in timm's registry; did you mean vit_micro_patch4_28,"),
+        ("vit_tiny_patch16_224", r"does not fit img_size=28: 1 tokens of stride 16 do not tile 28 .* \(e.g. 32\)"),
+    ],
+)
+def test_a_model_that_cannot_train_on_the_study_is_refused(model: str, message: str) -> None:
+    bad = study({**config("default"), "models": [model]})
+    bad.check()  # names and keys are fine: only building the model shows it
+    with pytest.raises(StudyError, match=message):
+        bad.check_models()
+
+
+@pytest.mark.slow  # 16 models built (on the meta device, but timm still initialises them)
+def test_every_imagenet_model_fits_its_images() -> None:
+    study(config("imagenet")).check_models()

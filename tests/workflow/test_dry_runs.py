@@ -74,6 +74,15 @@ def test_a_bad_study_stops_snakemake_before_any_job(pipeline, snakemake) -> None
     assert not (pipeline / "results").exists() and not (pipeline / "data").exists()
 
 
+def test_a_model_that_cannot_train_stops_snakemake_before_any_job(pipeline, snakemake) -> None:
+    config = pipeline / "workflow/config/smoke.yaml"
+    config.write_text(config.read_text().replace("models: [vit_micro_patch4_28]", "models: [vit_micro_patch4_28x]"))
+    result = snakemake(pipeline, "--cores", "1", "--configfile", str(config))
+    assert result.returncode != 0
+    assert "did you mean vit_micro_patch4_28," in result.stdout + result.stderr
+    assert not (pipeline / "results").exists() and not (pipeline / "data").exists()
+
+
 def test_multi_gpu_jobs_use_torchrun_and_config_values_reach_the_shell_quoted(pipeline, snakemake) -> None:
     config = pipeline / "workflow/config/smoke.yaml"
     text = config.read_text().replace("train: {threads: 1, mem_mb: 2000, runtime: 10}", "train: {threads: 1, "
