@@ -6,6 +6,7 @@ Nothing heavy is imported until a command runs: ``transmix --help`` and ``transm
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -337,12 +338,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as err:
+        full = next((e for e in _causes(err) if isinstance(e, OSError) and e.errno == errno.ENOSPC), None)
+        if full is not None:  # torch.save wraps it in its own error, dozens of frames deep
+            where = full.filename or "the output folder"
+            print(f"transmix: error: no space left on the device writing {where}; free space and run the same "
+                  "command again (what was written before is intact)", file=sys.stderr)  # fmt: skip
+            return 1
         for module, name, code, label in ERRORS:
             kind = getattr(sys.modules.get(module), name, None)
             if kind is not None and isinstance(err, kind):
                 print(f"transmix: {label}: {err}", file=sys.stderr)
                 return code
         raise
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    """``err`` and what it was raised from or during, innermost last."""
+    chain: list[BaseException] = []
+    while err is not None and err not in chain:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    return chain
 
 
 if __name__ == "__main__":

@@ -43,3 +43,24 @@ def test_help_and_light_modules_need_no_torch() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "[]", out[-2000:]
     assert "switch_prob = 0.5  (P(CutMix) when both are on" in out and "adversarial_epsilons = [1/255" in out
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys) -> None:
+    import errno
+    import os
+
+    from transmix.results import read, write
+
+    table = tmp_path / "run.csv"
+    df = read("results/default/results.csv")
+    write(df[df.run_id == df.run_id.iloc[0]], table)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)  # where a full disk shows itself: the data cannot reach it
+    out = tmp_path / "table.csv"
+    assert main(["collect", "--no-paper", "--out", str(out), str(table)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no space left on the device writing {out}" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".table.csv.*")), "no half-written file left"
