@@ -39,7 +39,7 @@ from timm.task import ClassificationTask
 from transmix.attention import ExplicitClassAttention
 from transmix.config import TrainConfig
 from transmix.models import create_model
-from transmix.runtime import resolve_device, use_tf32
+from transmix.runtime import compile_model, resolve_device, use_tf32
 from transmix.step import Stepper
 
 COLUMNS = ("deit", "transmix", "transmix-explicit", "timm")
@@ -115,7 +115,7 @@ def _steppers(cfg: TrainConfig, base: torch.nn.Module, num_classes: int, size: i
         run_cfg = cfg.replace(method="deit" if column in ("deit", "timm") else "transmix")
         fused = {"fused": True} if cfg.fused else {}
         opt = create_optimizer_v2(model, opt=run_cfg.opt, lr=run_cfg.lr, weight_decay=run_cfg.weight_decay, **fused)
-        forward = torch.compile(model) if compiled else model
+        forward = compile_model(model) if compiled else model
         if column == "timm":
             out[column] = TimmStep(run_cfg, forward, opt, num_classes, device)
             continue

@@ -67,7 +67,7 @@ class Stepper:
         images, labels_a, labels_b = (self._mine(t) for t in (mixed.images, mixed.labels_a, mixed.labels_b))
         reweight = self.capture is not None and mixed.mode == "cutmix"
         if self.capture is not None:
-            self.capture.enabled = reweight
+            self.capture.enabled, self.capture.attn = reweight, None  # a hook that did not run is an error, not stale
         with autocast(self.device, self.cfg.precision):
             logits = self.model(images)
         lam: float | torch.Tensor = mixed.lam_area

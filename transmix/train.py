@@ -43,7 +43,7 @@ from transmix.evaluate import top_k
 from transmix.meter import EpochMeter, epoch_sums
 from transmix.models import build_model
 from transmix.results import git_sha
-from transmix.runtime import Dist, environment, init_distributed, leave_distributed, use_tf32
+from transmix.runtime import Dist, compile_model, environment, init_distributed, leave_distributed, use_tf32
 from transmix.step import Stepper
 
 log = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def setup(cfg: TrainConfig, out: Path, where: Dist, device: torch.device) -> Run
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
     forward = DistributedDataParallel(model) if where.world > 1 else model
     if cfg.compile:  # the attention hooks sit on `model`'s layers, inside what is compiled
-        forward = torch.compile(forward)
+        forward = compile_model(forward)
     part = where.part if train_set.global_batches else (0, 1)
     stepper = Stepper(cfg, forward, optimizer, train_set.num_classes, device, train_set.image_shape[-2:], model, part)
     sha = git_sha()

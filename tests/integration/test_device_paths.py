@@ -20,7 +20,7 @@ from transmix.checkpoint import CHECKPOINT, FINAL
 from transmix.config import from_dict
 from transmix.data.synthetic import make_class_folders
 from transmix.models import create_model
-from transmix.runtime import reduce
+from transmix.runtime import compile_model, reduce
 from transmix.train import train
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -100,6 +100,20 @@ def test_compiled_model_gives_the_eager_logits_and_attention(device) -> None:
         capture.attn = None
         compiled(x)
         assert capture.attn is None, "the compiled model honours the capture switch"
+
+
+@pytest.mark.slow
+def test_a_compiled_model_runs_its_own_hooks_beside_an_unhooked_twin() -> None:
+    # Dynamo reuses a graph across models of one class unless it guards on hooks: the baseline's graph, compiled
+    # first, would run for the TransMix model and its capture would never fire (the benchmark compiles both).
+    base = sharpened("vit_micro_patch4_28", "cpu").train()
+    plain, hooked = copy.deepcopy(base), copy.deepcopy(base)
+    capture = ClassAttention(hooked)
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    compile_model(plain)(x).sum().backward()
+    capture.enabled = True
+    compile_model(hooked)(x).sum().backward()
+    assert capture.attn is not None and capture.attn.shape == (8, 49)
 
 
 @pytest.mark.parametrize("device", DEVICES)
