@@ -126,7 +126,8 @@ def write(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def paper() -> pd.DataFrame:
-    """The published numbers (PAPER.md), ``source = paper``; unknown cells are NA with a note."""
+    """The published numbers (``paper.csv``, each row citing its source in ``reference``), ``source = paper``;
+    unknown cells are NA with a note."""
     with resources.files("transmix").joinpath("paper.csv").open() as fh:
         return read(fh)
 

@@ -167,6 +167,8 @@ def test_ctrl_c_saves_mid_epoch_like_sigterm(fashion_root, reference, tmp_path) 
     result = run(fashion_root, out)
     assert result.returncode == 0 and f"step {step} of 32" in result.stderr, result.stderr
     same_weights(reference / FINAL, out / FINAL)
+    again = run(fashion_root, out)  # a finished run says so, without first announcing a resume
+    assert "already finished" in again.stderr and "resuming" not in again.stderr, again.stderr
 
 
 def test_a_finished_run_is_never_trained_over(fashion_root, reference, tmp_path) -> None:
