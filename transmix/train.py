@@ -35,7 +35,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from transmix import checkpoint
+from transmix import checkpoint, run_folder
 from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, RESOLVED, Checkpoint, Preempted, Progress, StopFlag
 from transmix.config import TrainConfig
 from transmix.data import CorruptImage, Split, TrainSplit, eval_split, train_split
@@ -93,8 +93,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, 
     """
     where, device = init_distributed(cfg.device)
     try:
-        if set_aside:
-            _set_aside_other_config(Path(out_dir), cfg, where)
+        if set_aside and where.is_main:
+            run_folder.set_aside_other_config(Path(out_dir), cfg)
+        if set_aside and where.world > 1:
+            torch.distributed.barrier()  # the other processes read the folder only once it was set aside
         with checkpoint.run_lock(Path(out_dir)) if where.is_main else contextlib.nullcontext():
             run = setup(cfg, Path(out_dir), where, device)
             try:
@@ -116,7 +118,7 @@ def _train(run: Run, progress: Progress, stop_after: int | None, bar: bool) -> P
     cfg = run.cfg
     if run.where.is_main:
         checkpoint.atomic_write_text(yaml.safe_dump(resolved(run), sort_keys=False), run.out / RESOLVED)
-    if progress.epoch >= cfg.epochs and _final_loads(run.out):
+    if progress.epoch >= cfg.epochs and run_folder.final_loads(run.out):
         log.info("%s already finished", run.out)
         return run.out / FINAL
     run.model.train()
@@ -173,8 +175,10 @@ def resume(run: Run) -> Progress:
     one). The checkpoint must come from the same config and number of processes."""
     saved = checkpoint.load(run.out, run.device)
     if saved is None:
-        return _finished_without_checkpoint(run) or Progress(sums=epoch_sums())
-    diff = _config_diff(saved.config, run.cfg)
+        if run_folder.finished_here(run.out, run.cfg):
+            return Progress(epoch=run.cfg.epochs, sums=epoch_sums())
+        return Progress(sums=epoch_sums())
+    diff = run_folder.config_diff(saved.config, run.cfg)
     if diff:
         raise TrainingError(
             f"{run.out / CHECKPOINT} belongs to a run with another config (checkpoint vs now: "
@@ -331,63 +335,6 @@ def resolved(run: Run) -> dict[str, Any]:
         },
         "environment": environment(run.device, run.now_sha),
     }
-
-
-def _config_diff(saved: dict[str, Any], cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:
-    """``{key: (saved, now)}`` where a saved config differs from ``cfg``; a key added since it was saved takes its
-    default, which reproduces what the run did."""
-    before, now = {**TrainConfig().to_dict(), **saved}, cfg.to_dict()
-    return {k: (v, now.get(k)) for k, v in before.items() if now.get(k) != v}
-
-
-def _set_aside_other_config(out: Path, cfg: TrainConfig, where: Dist) -> None:
-    """Rename a run folder holding a run of another config (its checkpoint's, else its ``final.pt``'s) to
-    ``<out>.<that config's hash>``: a changed study setting retrains without losing the old run."""
-    if where.is_main:
-        saved = next((out / name for name in (CHECKPOINT, FINAL) if (out / name).exists()), None)
-        try:
-            config = torch.load(saved, map_location="cpu", weights_only=True)["config"] if saved else None
-        except Exception:  # noqa: BLE001 - an unreadable file is resume's to report
-            config = None
-        if config is not None and _config_diff(config, cfg):
-            old = TrainConfig.from_dict({**TrainConfig().to_dict(), **config}).hash()
-            aside = out.with_name(f"{out.name}.{old}")
-            while aside.exists():
-                aside = aside.with_name(aside.name + "+")
-            out.rename(aside)
-            log.warning("%s held a run of another config (%s); moved it to %s", out, _config_diff(config, cfg),
-                        aside)  # fmt: skip
-    if where.world > 1:
-        torch.distributed.barrier()  # the other processes read the folder only after it was set aside
-
-
-def _final_loads(out: Path) -> bool:
-    """Whether ``final.pt`` is there and loads; one that does not is written again from the checkpoint."""
-    try:
-        checkpoint.read_final(out)
-    except FileNotFoundError:
-        return False
-    except checkpoint.CheckpointError as err:
-        log.warning("%s", err)
-        return False
-    return True
-
-
-def _finished_without_checkpoint(run: Run) -> Progress | None:
-    """A folder holding ``final.pt`` but no checkpoint (copied results, a deleted checkpoint) is a finished run:
-    of this config it is done; of another it is never trained over."""
-    if not (run.out / FINAL).exists():
-        return None
-    try:
-        saved = checkpoint.read_final(run.out)
-    except checkpoint.CheckpointError as err:
-        raise TrainingError(f"{err}; but there is no checkpoint.pt to write it from: move the folder aside and "
-                            "train again") from None  # fmt: skip
-    diff = _config_diff(saved["config"], run.cfg)
-    if diff:
-        raise TrainingError(f"{run.out / FINAL} is a finished run of another config (final.pt vs now: {diff}); "
-                            "train into another --out, or move the folder aside")  # fmt: skip
-    return Progress(epoch=run.cfg.epochs, sums=epoch_sums())
 
 
 def _diverged(run: Run, progress: Progress, loss: float, steps: int) -> str:
