@@ -191,11 +191,15 @@ STUDY_KEYS = {"models", "methods", "seeds", "train", "ablations"}  # keys that o
 
 def from_dict(values: dict[str, Any]) -> TrainConfig:
     """Strict: every key must be a field, every value of the field's type; a study config is named as such."""
+    _not_a_study(values)
+    return TrainConfig.from_dict(values)
+
+
+def _not_a_study(values: dict[str, Any]) -> None:
     if STUDY_KEYS & set(values):
         raise ConfigError(f"this is a study config (it has {', '.join(sorted(STUDY_KEYS & set(values)))}): run it "
                           "with `snakemake --cores all --configfile FILE`; `transmix train --config` takes one run's "
                           "keys (those under a study's `train:`)")  # fmt: skip
-    return TrainConfig.from_dict(values)
 
 
 def load(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
@@ -203,7 +207,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
     if path is not None and Path(path).is_file():
         loaded = yaml.safe_load(Path(path).read_text())
         if isinstance(loaded, dict):
-            from_dict({k: v for k, v in loaded.items() if k in STUDY_KEYS})  # raises for a study config
+            _not_a_study(loaded)
     return TrainConfig.load(path, overrides)
 
 

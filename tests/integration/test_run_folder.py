@@ -8,22 +8,15 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+import test_reliability
 from test_reliability import epoch_of, run, same_weights, start, wait_for_line
 
 from transmix.checkpoint import CHECKPOINT, FINAL, PREEMPTED_EXIT, PREVIOUS
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def reference(fashion_root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ref") / "run"
-    result = run(fashion_root, out)
-    assert result.returncode == 0, result.stderr
-    return out
+reference = test_reliability.reference  # the same finished run to compare with (a module-scoped fixture)
 
 
 def test_ctrl_c_saves_mid_epoch_like_sigterm(fashion_root, reference, tmp_path) -> None:
