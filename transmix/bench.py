@@ -25,6 +25,7 @@ import math
 import platform
 import resource
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -153,7 +154,8 @@ def bench(cfg: TrainConfig, steps: int = 10, rounds: int = 7, warmup: int = 3, i
         started = time.perf_counter()
         run_cfg = cfg.replace(precision=precision)
         steppers = _steppers(run_cfg, base, num_classes, img_size, device, mode == "compiled")
-        times, memory = _measure(steppers, batches, rounds, warmup, device, cfg.seed)
+        label = f"{mode} {precision}" if progress else ""
+        times, memory = _measure(steppers, batches, rounds, warmup, device, cfg.seed, label)
         if progress:
             print(f"{mode} {precision}: {time.perf_counter() - started:.0f} s", flush=True)
         for column in COLUMNS:
@@ -168,9 +170,10 @@ def bench(cfg: TrainConfig, steps: int = 10, rounds: int = 7, warmup: int = 3, i
     return rows
 
 
-def _measure(steppers: dict, batches: list, rounds: int, warmup: int, device: torch.device,
-             seed: int) -> tuple[dict[str, list[float]], dict[str, float]]:  # fmt: skip
-    """Seconds per step of every column in each measured round, and each column's peak memory (warm-up round 0)."""
+def _measure(steppers: dict, batches: list, rounds: int, warmup: int, device: torch.device, seed: int,
+             label: str = "") -> tuple[dict[str, list[float]], dict[str, float]]:  # fmt: skip
+    """Seconds per step of every column in each measured round, and each column's peak memory (warm-up round 0);
+    with a ``label``, a line on stderr as each round ends."""
     times: dict[str, list[float]] = {c: [] for c in steppers}
     memory: dict[str, float] = {}
     for r in range(warmup + rounds):
@@ -193,6 +196,9 @@ def _measure(steppers: dict, batches: list, rounds: int, warmup: int, device: to
                 memory[column] = _peak_memory_mb(device)
             if r >= warmup:
                 times[column].append((time.perf_counter() - t0) / len(batches))
+        if label:
+            kind = "warm-up" if r < warmup else "measured"
+            print(f"{label}: round {r + 1} of {warmup + rounds} ({kind}) done", file=sys.stderr, flush=True)
     return times, memory
 
 

@@ -77,9 +77,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config, args.set)
     from transmix.train import train
 
-    progress = {"auto": None, "bar": True, "log": False}[args.progress]
+    progress = {"auto": None, "bar": True, "log": False, "epochs": False}[args.progress]
+    if args.progress == "epochs":
+        _epoch_lines_to_stdout()
     print(train(cfg, args.out, stop_after=args.stop_after, progress=progress, set_aside=args.set_aside))
     return 0
+
+
+def _epoch_lines_to_stdout() -> None:
+    """Each finished epoch's line (run, epoch, loss, validation top-1) on stdout too, while every log line still
+    goes to stderr: a workflow sends stderr to the job's log and leaves stdout on the user's terminal."""
+    from transmix.train import EPOCH_LINE
+
+    handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(lambda record: getattr(record, EPOCH_LINE, False))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    logging.getLogger("transmix.train").addHandler(handler)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -209,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set-aside", action="store_true",
                    help="a run of another config in --out is renamed to OUT.<its config hash> and training starts "
                    "afresh, instead of being an error (the pipeline's way when a study's settings change)")  # fmt: skip
-    p.add_argument("--progress", choices=("auto", "bar", "log"), default="auto",
-                   help="progress bar or log lines (auto: a bar on a terminal)")  # fmt: skip
+    p.add_argument("--progress", choices=("auto", "bar", "log", "epochs"), default="auto",
+                   help="progress bar or log lines on stderr (auto: a bar on a terminal); epochs: log lines on "
+                        "stderr and each finished epoch's line on stdout as well")  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

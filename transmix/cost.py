@@ -10,6 +10,7 @@ as ``images/s * 3 * F``), or assumed and then stated beside every figure.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import yaml
 
 from transmix.study import Study
 
+log = logging.getLogger(__name__)
 IMAGENET_TRAIN_IMAGES = 1_281_167  # ImageNet-1k's training split
 
 
@@ -53,7 +55,8 @@ def study_cost(config: str | Path, tflops: float, images: int = IMAGENET_TRAIN_I
     study = Study(yaml.safe_load(Path(config).read_text()))
     runs = len(study.methods) * len(study.seeds)
     out = []
-    for name in study.models:
+    for number, name in enumerate(study.models, 1):
+        log.info("counting FLOPs of %s (%d of %d)", name, number, len(study.models))
         cfg = study.model_config(name)
         flops, params = forward_flops(name, cfg.img_size)
         hours = 3 * flops * images * cfg.epochs / (tflops * 1e12) / 3600

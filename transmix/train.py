@@ -47,6 +47,7 @@ from transmix.runtime import Dist, compile_model, environment, init_distributed,
 from transmix.step import Stepper
 
 log = logging.getLogger(__name__)
+EPOCH_LINE = "epoch_line"  # marks the one log record per finished epoch (`transmix train --progress epochs`)
 
 
 class TrainingError(RuntimeError):
@@ -262,8 +263,9 @@ def end_epoch(run: Run, progress: Progress) -> None:
         checkpoint.atomic_write_text(history, run.out / HISTORY)
         row = progress.history[-1]
         ema = f" (EMA {row['val_top1_ema']:.2f})" if run.ema is not None else ""
-        log.info("epoch %d/%d loss %.4f val top-1 %.2f%s, %.0f img/s", progress.epoch, run.cfg.epochs,
-                 row["train_loss"], row["val_top1"], ema, row["images_per_second"])  # fmt: skip
+        log.info("%s epoch %d/%d loss %.4f val top-1 %.2f%s, %.0f img/s", run.out.name, progress.epoch,
+                 run.cfg.epochs, row["train_loss"], row["val_top1"], ema, row["images_per_second"],
+                 extra={EPOCH_LINE: True})  # fmt: skip
 
 
 def history_row(run: Run, progress: Progress) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def run(run_dir: str | Path, protocol: Protocol | None = None, device: str = "au
     test = load_images(cfg, protocol, names)
     models = variants(cfg, state, test, dev)
     rows: Rows = []
-    for name in names:
+    for number, name in enumerate(names, 1):
+        log.info("robustness %s (%d of %d) ...", name, number, len(names))
         start = time.perf_counter()
         gen = torch.Generator().manual_seed(protocol.seed)  # one per suite: numbers do not depend on the others
         rows += BY_NAME[name](Context(models, test, protocol, dev, gen, cfg.precision))

@@ -21,4 +21,6 @@ rule train:
     conda:
         "../../environment.yml"
     shell:
-        "{params.launcher} train --out {params.out:q} --set-aside --threads {params.threads} --progress log {params.args} > {log:q} 2>&1"
+        # Each finished epoch's line goes to the terminal (stdout) as well as the log; everything else to the log.
+        ": > {log:q} && {params.launcher} train --out {params.out:q} --set-aside --threads {params.threads} "
+        "--progress epochs {params.args} 2>> {log:q} | tee -a {log:q}"
