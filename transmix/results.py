@@ -158,6 +158,14 @@ def read_run_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def check_run_tables(paths: Iterable[str | Path]) -> str:
+    """Every per-run table checked whole (:func:`read_run_table`), before a step that would replace the study's
+    table starts; a one-line summary."""
+    paths = list(paths)
+    rows = sum(len(read_run_table(path)) for path in paths)
+    return f"{len(paths)} tables checked whole, {rows} rows\n"
+
+
 def missing_rows(ours: pd.DataFrame) -> list[str]:
     """What is missing from the measured rows of runs evaluated here (those with ``clean`` or ``history`` rows): a
     history row per epoch for each history metric, and top-1 and top-5 of every variant the history validated."""
@@ -190,13 +198,18 @@ def collect(paths: Iterable[str | Path], include_paper: bool = True) -> pd.DataF
     return validate(pd.concat(parts, ignore_index=True))
 
 
+# What produces a number: a change here makes a run ``-dirty``; a rewritten results table or notebook output does not.
+CODE_PATHS = ("transmix", "workflow", "notebooks", "Snakefile", "pyproject.toml")
+
+
 def git_sha(cwd: str | Path | None = None) -> str:
-    """The checkout's commit, ``-dirty`` when it has uncommitted changes; ``unknown`` outside git."""
+    """The checkout's commit, ``-dirty`` when the code that produces results (:data:`CODE_PATHS`) has uncommitted
+    changes; ``unknown`` outside git."""
     where = Path(cwd) if cwd else Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, check=True)
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *(f":(top){p}" for p in CODE_PATHS)],
             cwd=where,
             capture_output=True,
             text=True,

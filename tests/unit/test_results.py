@@ -136,3 +136,28 @@ def test_a_cut_run_table_is_refused_naming_the_file(run_table, capsys) -> None:
         assert main(["collect", "--out", str(run_table.with_name("table.csv")), str(run_table), str(cut)]) == 1, case
         assert str(cut) in capsys.readouterr().err and not run_table.with_name("table.csv").exists()
     assert "lacks epochs" in str(err.value) or "lacks" in str(err.value)
+
+
+def test_a_run_is_dirty_only_when_the_code_changed(tmp_path) -> None:
+    """A rerun rewrites committed tables and notebooks; that alone must not mark the next runs ``-dirty``."""
+    import subprocess
+
+    from transmix.results import git_sha
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)  # fmt: skip
+
+    (tmp_path / "transmix").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "transmix" / "mixing.py").write_text("a = 1\n")
+    (tmp_path / "results" / "results.csv").write_text("value\n1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "x")
+    sha = git_sha(tmp_path / "transmix")
+    assert len(sha) == 40
+    (tmp_path / "results" / "results.csv").write_text("value\n2\n")
+    assert git_sha(tmp_path / "transmix") == sha
+    (tmp_path / "transmix" / "mixing.py").write_text("a = 2\n")
+    assert git_sha(tmp_path / "transmix") == f"{sha}-dirty"

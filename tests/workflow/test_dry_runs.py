@@ -19,12 +19,13 @@ def test_dry_run_lists_the_default_study(pipeline, snakemake, dry_run_jobs) -> N
     # notebooks 01 (main result), 04 (attention vs area) and 05 (training dynamics)
     assert dry_run_jobs(out) == {
         "all": 1,
+        "check_tables": 1,
         "collect": 1,
         "data": 1,
         "evaluate": 6,
         "notebook": 3,
         "train": 6,
-        "total": 18,
+        "total": 19,
     }
     for method in ("deit", "transmix"):
         for seed in range(3):
@@ -113,8 +114,8 @@ def test_dry_run_of_the_imagenet_study_needs_no_data(pipeline, snakemake, dry_ru
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
     runs = len(IMAGENET_MODELS) * 2
-    assert dry_run_jobs(out) == {"all": 1, "collect": 1, "data": 1, "evaluate": runs, "robustness": runs,
-                               "notebook": 4, "train": runs, "total": 3 * runs + 7}  # fmt: skip
+    assert dry_run_jobs(out) == {"all": 1, "check_tables": 1, "collect": 1, "data": 1, "evaluate": runs,
+                               "robustness": runs, "notebook": 4, "train": runs, "total": 3 * runs + 8}  # fmt: skip
     trained = set(re.findall(r"results/imagenet/train/(\S+)/final\.pt", out))
     assert trained == {f"{model}__{method}__s0" for model in IMAGENET_MODELS for method in ("deit", "transmix")}
     assert "transmix data --check --root /path/to/imagenet" in out  # the data job checks; nothing is read now

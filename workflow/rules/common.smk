@@ -87,6 +87,7 @@ def ablation_csvs(wildcards):
 
 
 ON_RUNS = ("04_attention_vs_area", "05_training_dynamics")  # notebooks that read the runs' directories
+PAIRED = ("01_main_results", "02_robustness")  # notebooks that pair every method against the study's baseline
 
 
 def notebook_args(wildcards):
@@ -94,6 +95,8 @@ def notebook_args(wildcards):
     base = f"results/{wildcards.study}"
     args = f"-p results_csv {shlex.quote(f'{base}/results.csv')} -p study {shlex.quote(STUDY.name)}"
     args += f" -p figures_dir {shlex.quote(f'{base}/figures/{wildcards.name}')}"
+    if wildcards.name in PAIRED:
+        args += f" -p baseline {shlex.quote(STUDY.baseline)}"
     if wildcards.name in ON_RUNS:
         args += f" -p runs_dir {shlex.quote(f'{base}/train')}"
     if wildcards.name == "03_ablations":  # the study's own value of each axis: the reference point on every plot

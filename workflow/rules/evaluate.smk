@@ -40,11 +40,29 @@ rule ablation:
         "transmix collect --no-paper --out {output:q} {input:q} > {log:q} 2>&1"
 
 
+rule check_tables:
+    """Every per-run table checked whole before `collect` starts: Snakemake deletes a job's output before running
+    it, so a cut table must stop the workflow here, while the last good results.csv is still there."""
+    localrule: True
+    input:
+        evaluation_csvs,
+    output:
+        temp("results/{study}/logs/tables.checked"),
+    log:
+        "results/{study}/logs/check_tables.log",
+    run:
+        from transmix.results import check_run_tables  # pandas: imported by this job only, not at every parse
+
+        Path(log[0]).write_text(check_run_tables(input))  # a SchemaError naming the cut table goes to the terminal
+        Path(output[0]).touch()
+
+
 rule collect:
     """One validated table for the study, with the published numbers beside ours; where Snakemake runs."""
     localrule: True
     input:
-        evaluation_csvs,
+        tables=evaluation_csvs,
+        checked="results/{study}/logs/tables.checked",
     output:
         report("results/{study}/results.csv", caption="../report/results.rst", category="Tables"),
     log:
@@ -56,4 +74,4 @@ rule collect:
     conda:
         "../../environment.yml"
     shell:
-        "transmix collect --out {output:q} {input:q} > {log:q} 2>&1"
+        "transmix collect --out {output:q} {input.tables:q} > {log:q} 2>&1"
