@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from transmix.attention import ClassAttention
-from transmix.data import eval_split
+from transmix.data import class_names, eval_split
 from transmix.evaluate import load_final, variants
 from transmix.mixing import MixSpec, mix_batch
 from transmix.runtime import resolve_device
@@ -25,7 +25,8 @@ class Pair:
     """One CutMix pair: ``mixed`` is ``image_a`` with ``box`` pasted from ``image_b``.
 
     ``lam_area`` and ``lam_attn`` are the weights of ``label_a`` by pasted area and by the class token's attention;
-    ``attention`` is that attention over the token grid, ``(gh, gw)``, normalised over patches.
+    ``attention`` is that attention over the token grid, ``(gh, gw)``, normalised over patches. ``class_a`` and
+    ``class_b`` name the labels (Fashion-MNIST's classes, or the class folders).
     """
 
     image_a: torch.Tensor  # images as matplotlib shows them: (H, W) grey or (H, W, 3) in [0, 1]
@@ -33,6 +34,8 @@ class Pair:
     mixed: torch.Tensor
     label_a: int
     label_b: int
+    class_a: str
+    class_b: str
     box: tuple[int, int, int, int]
     attention: torch.Tensor
     lam_area: float
@@ -53,6 +56,7 @@ def cutmix_pairs(
     dev = resolve_device(device)
     cfg, state = load_final(run_dir, dev)
     test = eval_split(cfg, images=0)
+    names = class_names(cfg)
     models = variants(cfg, state, test, dev)
     if variant not in models:
         raise ValueError(f"variant={variant!r}: the run has {sorted(models)}")
@@ -76,6 +80,8 @@ def cutmix_pairs(
                 mixed=_for_display(mixed.images[0]),
                 label_a=int(y[0]),
                 label_b=int(y[1]),
+                class_a=names[int(y[0])],
+                class_b=names[int(y[1])],
                 box=mixed.box,
                 attention=(attn / attn.sum()).view(capture.grid).cpu(),
                 lam_area=mixed.lam_area,

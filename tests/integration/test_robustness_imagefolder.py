@@ -241,3 +241,32 @@ def test_rgb_corruptions_are_the_same_on_any_number_of_workers(run_dir) -> None:
     assert np.array_equal(shared, alone)
     with corruptions.corruption_pool(1) as pool:
         assert pool is None
+
+
+def test_notebook_04_on_a_class_folder_run(run_dir, folders, tmp_path) -> None:
+    """Fig. 1 on RGB class-folder images (the ImageNet path), labelled with the study's own class folders."""
+    import papermill
+
+    table = tmp_path / "evaluate.csv"
+    assert main(["evaluate", "--run", str(run_dir), "--out", str(table), "--device", "cpu", "--images", "40"]) == 0
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    executed = papermill.execute_notebook(
+        str(REPO / "notebooks/04_attention_vs_area.ipynb"),
+        str(tmp_path / "04.ipynb"),
+        parameters={
+            "results_csv": str(table),
+            "study": read(table).study.iloc[0],
+            "runs_dir": str(run_dir.parent),
+            "run_id": run_dir.name,
+            "pairs_scatter": 40,
+            "figures_dir": str(figures),
+        },
+        cwd=str(REPO),
+        progress_bar=False,
+    )
+    assert {"fig1_pairs.png", "area_vs_attention.png", "gap_during_training.png"} <= {p.name for p in figures.iterdir()}
+    pairs_table = next(o["data"]["text/plain"] for cell in executed["cells"] for o in cell.get("outputs", [])
+                       if "λ attention" in o.get("data", {}).get("text/plain", ""))  # fmt: skip
+    shown = {word for line in pairs_table.splitlines()[1:] for word in line.split()[1:3]}
+    assert shown and shown <= set(CLASSES), pairs_table  # folder names, not Fashion-MNIST's class names

@@ -100,3 +100,14 @@ def eval_split(cfg: TrainConfig, images: int | None = None) -> Split:
     from transmix.data.imagefolder import ImageFolderSplit
 
     return ImageFolderSplit.evaluation(cfg, images)
+
+
+def class_names(cfg: TrainConfig) -> list[str]:
+    """The name of each label, by index: Fashion-MNIST's classes, or the training class folders in timm's order."""
+    if cfg.dataset == "fashion_mnist":
+        from transmix.data.fashion_mnist import CLASSES
+
+        return list(CLASSES)
+    from transmix.data.imagefolder import image_folder_classes
+
+    return list(image_folder_classes(cfg.data_dir))
