@@ -42,13 +42,14 @@ def t_interval(values: Iterable[float], confidence: float = 0.95) -> pd.Series:
 def paired(frame: pd.DataFrame, by: list[str], treatment: str = "transmix", baseline: str = "deit",
            confidence: float = 0.95) -> pd.DataFrame:  # fmt: skip
     """``treatment - baseline`` per group of ``by``, paired by seed: :func:`t_interval` of the per-seed
-    differences, and ``wins``, the seeds where the treatment scored higher. Empty when a method is missing.
+    differences, and ``wins``, the seeds where the treatment scored higher. Empty when a method is missing (or
+    ``treatment`` is ``baseline``).
 
     Args:
         frame: tidy rows with ``method``, ``seed``, ``value`` and the ``by`` columns, one row per run and group.
     """
     wide = frame.pivot_table(index=[*by, "seed"], columns="method", values="value")
-    if not {treatment, baseline} <= set(wide.columns):
+    if treatment == baseline or not {treatment, baseline} <= set(wide.columns):
         return pd.DataFrame()
     diff = (wide[treatment] - wide[baseline]).dropna().rename("diff").reset_index()
     groups = diff.groupby(by)["diff"]

@@ -63,6 +63,12 @@ class Study:
         self._settings: dict[str, dict[str, Any]] = {}
 
     @property
+    def baseline(self) -> str:
+        """The method the notebooks pair every other one against: ``baseline:``, else ``deit`` when the study
+        trains it, else its first method."""
+        return self.config.get("baseline") or ("deit" if "deit" in self.methods else self.methods[0])
+
+    @property
     def dataset(self) -> str:
         return self.train.get("dataset", TrainConfig.dataset)
 
@@ -127,6 +133,9 @@ class Study:
     def check(self) -> None:
         """Fail before any job starts, naming the key, instead of in every training job."""
         from_dict({**self.train, "study": self.name})
+        if self.baseline not in self.methods:
+            raise StudyError(f"baseline {self.baseline!r} is not one of the study's methods {self.methods}; add it "
+                             "to `methods` or name one of them")  # fmt: skip
         unknown = sorted(set(self.overrides) - set(self.models))
         if unknown:  # an override of a model that is not in `models` (a typo) would apply to nothing
             raise StudyError(f"overrides name model(s) not in `models`: {unknown}; add them to `models` or fix the "
@@ -158,6 +167,11 @@ class Study:
         if unknown:
             raise StudyError(f"ablations name model(s) not in `models`: {unknown}")
         for point, (key, value) in self.points.items():
+            if key in TRANSMIX_ONLY and "transmix" not in self.methods:  # its points would lack reference runs
+                raise StudyError(
+                    f"ablation axis {key!r} changes only how TransMix reads the attention, and the "
+                    f"study's methods {self.methods} have no transmix: add it, or drop the axis"
+                )
             if key in NAMES_THE_RUN:
                 raise StudyError(f"ablation axis {key!r} names the run or its data; ablate a training setting")
             if key in TrainConfig.keys() and value == self.default(key):

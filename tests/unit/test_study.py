@@ -63,6 +63,13 @@ def test_the_ablation_grid_and_its_points() -> None:
         grid.settings("vit_micro_patch4_28__transmix__s1__attn_block=-3")
 
 
+def test_the_baseline_every_method_is_paired_against() -> None:
+    assert study(config("default")).baseline == "deit"
+    assert study({**config("default"), "methods": ["cutmix", "transmix"]}).baseline == "cutmix"
+    assert study({**config("default"), "methods": ["transmix", "mixup"], "baseline": "mixup"}).baseline == "mixup"
+    assert study({**config("default"), "methods": ["transmix"]}).baseline == "transmix"  # nothing to pair
+
+
 def test_per_model_overrides_reach_their_runs_only() -> None:
     imagenet = study(config("imagenet"))
     small = imagenet.settings("deit_small_patch16_224__transmix__s0")
@@ -99,6 +106,10 @@ def edit_axes(axes: dict):
         ("ablations", edit_axes({"attn_head": ["max"]}), ConfigError, "did you mean `attn_heads`"),
         ("ablations", edit_axes({"attn_blocks": [0]}), ConfigError, "attn_blocks=0 must be >= 1"),
         ("ablations", lambda c: c["ablations"].update(models=["vit_nano"]), StudyError, "ablations name model"),
+        ("ablations", lambda c: c.update(methods=["deit", "cutmix"]), StudyError,
+         r"axis 'area_weight' changes only how TransMix .* have no transmix"),
+        ("default", lambda c: c.update(baseline="mixup"), StudyError, "baseline 'mixup' is not one of the study's"),
+        ("default", lambda c: c.update(baseline="area"), Exception, "'area' is not one of"),
     ],
 )  # fmt: skip
 def test_a_bad_study_is_refused_naming_the_key(name: str, edit, error: type, message: str) -> None:

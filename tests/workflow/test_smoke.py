@@ -3,18 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
-from transmix.results import read
+from transmix.results import read, write
 
 pytestmark = pytest.mark.slow  # starts Snakemake
+MODEL, METHODS = "vit_micro_patch4_28", ("deit", "transmix")
 
 
 def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
     cwd = pipeline
     result = snakemake(cwd, "--cores", "2", "--configfile", "workflow/config/smoke.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
+    # one line per finished epoch of every run on the terminal, while the rest goes to the job's log
+    epoch_lines = re.findall(r"^\S+ (\S+__s\d) epoch (\d+)/(\d+) loss \S+ val top-1 ", result.stdout, re.M)
+    assert {(run, epoch) for run, epoch, _ in epoch_lines} >= {(f"{MODEL}__{m}__s{s}", "1") for m in METHODS
+                                                              for s in (0, 1, 2)}  # fmt: skip
+    log = (cwd / f"results/smoke/logs/train/{MODEL}__transmix__s0.log").read_text()
+    assert re.search(r"epoch 1/1 step \d+/\d+ loss", log) and " val top-1 " in log
+    assert not re.search(r"epoch 1/1 step \d+/\d+ loss", result.stdout)  # the rest stayed in the log
 
     table = read(cwd / "results/smoke/results.csv")
     points = table[(table.source == "ours") & (table.ablation != "") & (table.suite == "clean")]
@@ -49,6 +58,24 @@ def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
     html = (cwd / "results/smoke/notebooks/01_main_results.html").read_text()
     assert "transmix" in html and "DeiT-S" in html
 
+    # Notebook 01 pairs against the study's baseline; with one method it renders without the paired parts.
+    import papermill
+
+    alone = cwd / "transmix_only.csv"
+    write(table[(table.source == "paper") | (table.method != "deit")], alone)  # as collect writes a one-method study
+    cases = {
+        (alone, "deit"): "methods ['transmix']: no other method to pair against 'deit'",
+        (cwd / "results/smoke/results.csv", "transmix"): "deit  transmix",
+    }  # method, baseline columns
+    for (csv, baseline), expected in cases.items():
+        executed = papermill.execute_notebook(
+            str(cwd / "notebooks/01_main_results.ipynb"), str(cwd / "01.ipynb"), progress_bar=False, cwd=str(cwd),
+            parameters={"results_csv": str(csv), "study": "smoke", "baseline": baseline},
+        )  # fmt: skip
+        texts = [o.get("text", "") + o.get("data", {}).get("text/plain", "") for c in executed["cells"]
+                 for o in c.get("outputs", [])]  # fmt: skip
+        assert any(expected in text for text in texts), texts
+
     again = snakemake(cwd, "--cores", "2", "--configfile", "workflow/config/smoke.yaml")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
@@ -57,3 +84,13 @@ def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
     html = (cwd / "report.html").read_text()
     for caption in ("The paper's Fig. 1 on real test images", "Top-1 at every value of each ablation axis"):
         assert caption in html, caption
+
+    # A per-run table cut after the fact stops the workflow before `collect`, naming it; the last good
+    # results.csv (which `collect` would have replaced) is left as it was.
+    kept = (cwd / "results/smoke/results.csv").read_bytes()
+    cut = cwd / f"results/smoke/evaluate/{MODEL}__transmix__s0.csv"
+    cut.write_text("".join(cut.read_text().splitlines(keepends=True)[:2]))
+    refused = snakemake(cwd, "--cores", "2", "--configfile", "workflow/config/smoke.yaml")
+    assert refused.returncode != 0 and str(cut.relative_to(cwd)) in refused.stderr, refused.stderr[-3000:]
+    assert "lacks rows" in refused.stderr
+    assert (cwd / "results/smoke/results.csv").read_bytes() == kept
