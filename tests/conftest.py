@@ -31,20 +31,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def fashion_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder every test worker of this session sees (guard what is made in it with a lock beside it)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.getbasetemp().parent
+    return tmp_path_factory.mktemp("shared")
+
+
+@pytest.fixture(scope="session")
+def fashion_root(shared_tmp: Path) -> Path:
+    """Fashion-MNIST unpacked once for the session, in one folder every worker reads: runs trained by different
+    workers then share their `data_dir`, so one worker's finished run is the same config in another's test."""
+    from filelock import FileLock
+
     from transmix.data import DatasetMissing
     from transmix.data.prepare import prepare_fashion_mnist
 
-    root = tmp_path_factory.mktemp("data")
-    try:
-        prepare_fashion_mnist(root, download=False)
-    except DatasetMissing as err:
-        pytest.fail(f"tests need Fashion-MNIST: {err}")
+    root = shared_tmp / "fashion-mnist"
+    with FileLock(str(shared_tmp / "fashion-mnist.lock")):
+        try:
+            prepare_fashion_mnist(root, download=False)  # nothing to do when another worker prepared it
+        except DatasetMissing as err:
+            pytest.fail(f"tests need Fashion-MNIST: {err}")
     return root
 
 
 @pytest.fixture(scope="session")
-def finished_run(fashion_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def finished_run(fashion_root: Path, shared_tmp: Path) -> Path:
     """A finished TransMix run of the micro ViT: 2 epochs on 2048 training images, enough to learn something
     (attacks and occlusion then have accuracy to take away). Read it; never train into it. Made once for the whole
     session: the first test worker to need it trains it, under a lock, and the others read it."""
@@ -55,15 +68,10 @@ def finished_run(fashion_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     from transmix.config import from_dict
     from transmix.train import train
 
-    shared = (
-        tmp_path_factory.getbasetemp().parent
-        if os.environ.get("PYTEST_XDIST_WORKER")
-        else tmp_path_factory.mktemp("shared")
-    )
-    out = shared / "shared-run" / "vit_micro_patch4_28__transmix__s0"
+    out = shared_tmp / "shared-run" / "vit_micro_patch4_28__transmix__s0"
     settings = dict(train_subset=2048, val_subset=128, epochs=2, batch_size=64, warmup_epochs=0, lr=0.003)
     cfg = from_dict(dict(settings, study="shared", data_dir=str(fashion_root), ema_decay=0.9, method="transmix"))
-    with FileLock(str(shared / "shared-run.lock")):
+    with FileLock(str(shared_tmp / "shared-run.lock")):
         if not (out / FINAL).exists():
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # a micro model gains nothing from a second thread on a shared 2-core machine

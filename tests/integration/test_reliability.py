@@ -57,11 +57,17 @@ def same_weights(a: Path, b: Path) -> None:
             assert torch.equal(tensor, wb[key][name]), f"{key}.{name} differs"
 
 
-@pytest.fixture(scope="module")
-def reference(fashion_root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("ref") / "run"
-    result = run(fashion_root, out)
-    assert result.returncode == 0, result.stderr
+@pytest.fixture(scope="session")
+def reference(fashion_root, shared_tmp) -> Path:
+    """The uninterrupted run every interrupted one must equal: trained once for the session, by the first test
+    worker that needs it (under a lock; test_run_folder's tests read it too)."""
+    from filelock import FileLock
+
+    out = shared_tmp / "reference-run" / "run"
+    with FileLock(str(shared_tmp / "reference-run.lock")):
+        if not (out / FINAL).exists():
+            result = run(fashion_root, out)
+            assert result.returncode == 0, result.stderr
     return out
 
 

@@ -16,7 +16,7 @@ from test_reliability import epoch_of, run, same_weights, start, wait_for_line
 from transmix.checkpoint import CHECKPOINT, FINAL, PREEMPTED_EXIT, PREVIOUS
 
 pytestmark = pytest.mark.slow
-reference = test_reliability.reference  # the same finished run to compare with (a module-scoped fixture)
+reference = test_reliability.reference  # the same finished run to compare with (trained once per session)
 
 
 def test_ctrl_c_saves_mid_epoch_like_sigterm(fashion_root, reference, tmp_path) -> None:
