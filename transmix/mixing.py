@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from timm.data.mixup import one_hot
 
-from transmix.config import BOX_TO_GRID, METHODS
+from transmix.config import BOX_TO_GRID, CUTMIX_BOXES, METHODS
 
 Mode = Literal["none", "mixup", "cutmix"]
 Box = tuple[int, int, int, int]  # (y_low, y_high, x_low, x_high) of the pasted region, pixels, high exclusive
@@ -33,23 +33,27 @@ class MixSpec:
     cutmix_alpha: float = 0.0
     switch_prob: float = 0.5
     mix_prob: float = 1.0
+    box: str = "timm"  # how the CutMix box is rounded: see :func:`rand_box`
 
     @property
     def enabled(self) -> bool:
         return self.mixup_alpha > 0 or self.cutmix_alpha > 0
 
 
-def mix_spec(method: str, mixup_alpha: float, cutmix_alpha: float, switch_prob: float, mix_prob: float) -> MixSpec:
+def mix_spec(method: str, mixup_alpha: float, cutmix_alpha: float, switch_prob: float, mix_prob: float,
+             box: str = "timm") -> MixSpec:  # fmt: skip
     """Map a method name to what it mixes: ``deit`` and ``transmix`` sample the same images and boxes."""
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not one of {METHODS}")
+    if box not in CUTMIX_BOXES:
+        raise ValueError(f"box={box!r} is not one of {CUTMIX_BOXES}")
     if method == "none":
         return MixSpec()
     if method == "mixup":
         return MixSpec(mixup_alpha=mixup_alpha, mix_prob=mix_prob)
     if method == "cutmix":
-        return MixSpec(cutmix_alpha=cutmix_alpha, mix_prob=mix_prob)
-    return MixSpec(mixup_alpha, cutmix_alpha, switch_prob, mix_prob)
+        return MixSpec(cutmix_alpha=cutmix_alpha, mix_prob=mix_prob, box=box)
+    return MixSpec(mixup_alpha, cutmix_alpha, switch_prob, mix_prob, box)
 
 
 @dataclass(frozen=True)
@@ -70,14 +74,20 @@ def _beta(alpha: float, gen: torch.Generator) -> float:
     return float(np.random.default_rng(seed).beta(alpha, alpha))
 
 
-def rand_box(height: int, width: int, lam: float, gen: torch.Generator) -> Box:
-    """timm's ``rand_bbox`` (square box of area ``1 - lam``, centre uniform, clipped), drawn from ``gen``."""
+def rand_box(height: int, width: int, lam: float, gen: torch.Generator, rounding: str = "timm") -> Box:
+    """timm's ``rand_bbox`` (square box of area ``1 - lam``, centre uniform, clipped), drawn from ``gen``.
+
+    ``rounding``: ``timm`` ends the box at ``cy + (cut_h + 1) // 2`` as timm does today; ``release`` at
+    ``cy + cut_h // 2`` as timm 0.5.4, which the official code ran: one pixel smaller along a side whose cut is odd
+    (the label's ``lam_area`` follows the box actually pasted either way).
+    """
     ratio = math.sqrt(1.0 - lam)
     cut_h, cut_w = int(height * ratio), int(width * ratio)
     cy = int(torch.randint(0, height, (1,), generator=gen).item())
     cx = int(torch.randint(0, width, (1,), generator=gen).item())
-    yl, yh = max(cy - cut_h // 2, 0), min(cy + (cut_h + 1) // 2, height)
-    xl, xh = max(cx - cut_w // 2, 0), min(cx + (cut_w + 1) // 2, width)
+    up = 1 if rounding == "timm" else 0
+    yl, yh = max(cy - cut_h // 2, 0), min(cy + (cut_h + up) // 2, height)
+    xl, xh = max(cx - cut_w // 2, 0), min(cx + (cut_w + up) // 2, width)
     return yl, yh, xl, xh
 
 
@@ -110,7 +120,7 @@ def mix_batch(images: torch.Tensor, labels: torch.Tensor, spec: MixSpec, gen: to
         mixed = images * lam + images.flip(0) * (1.0 - lam)
         return MixedBatch(mixed, labels, labels_b, lam, None, "mixup")
     height, width = images.shape[-2:]
-    box = rand_box(height, width, lam, gen)
+    box = rand_box(height, width, lam, gen, spec.box)
     yl, yh, xl, xh = box
     mixed = images.clone()
     mixed[:, :, yl:yh, xl:xh] = images.flip(0)[:, :, yl:yh, xl:xh]

@@ -63,7 +63,7 @@ def cutmix_pairs(
     model = models[variant]
     capture = ClassAttention(model, cfg.attn_block, cfg.attn_blocks, cfg.attn_heads)
     capture.enabled = True
-    spec = MixSpec(cutmix_alpha=cfg.cutmix_alpha)
+    spec = MixSpec(cutmix_alpha=cfg.cutmix_alpha, box=cfg.cutmix_box)
     gen = torch.Generator().manual_seed(seed)
     picks = torch.randperm(len(test), generator=gen)[: 2 * count].view(count, 2)
     out = []

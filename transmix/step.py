@@ -51,7 +51,8 @@ class Stepper:
     ):
         self.cfg, self.model, self.optimizer, self.device = cfg, model, optimizer, device
         self.num_classes = num_classes
-        self.spec = mix_spec(cfg.method, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.switch_prob, cfg.mix_prob)
+        self.spec = mix_spec(cfg.method, cfg.mixup_alpha, cfg.cutmix_alpha, cfg.switch_prob, cfg.mix_prob,
+                             cfg.cutmix_box)  # fmt: skip
         self.capture = None
         if cfg.method == "transmix":
             self.capture = ClassAttention(capture_model or model, cfg.attn_block, cfg.attn_blocks, cfg.attn_heads)

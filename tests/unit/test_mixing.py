@@ -156,3 +156,39 @@ def test_box_area_follows_lam() -> None:
     yl, yh, xl, xh = rand_box(224, 224, 0.75, gen)
     assert 0 <= yl < yh <= 224 and 0 <= xl < xh <= 224
     assert (yh - yl) <= 112 and (xh - xl) <= 112
+
+
+def _old_timm_box(height: int, width: int, lam: float, cy: int, cx: int) -> tuple[int, int, int, int]:
+    """timm 0.5.4's rand_bbox (which the official code ran), written out with its centre given."""
+    ratio = np.sqrt(1 - lam)
+    cut_h, cut_w = int(height * ratio), int(width * ratio)
+    yl, yh = np.clip(cy - cut_h // 2, 0, height), np.clip(cy + cut_h // 2, 0, height)
+    xl, xh = np.clip(cx - cut_w // 2, 0, width), np.clip(cx + cut_w // 2, 0, width)
+    return int(yl), int(yh), int(xl), int(xh)
+
+
+def _given(values: list[int]):
+    """A stand-in for ``np.random.randint`` that returns ``values`` in order, whatever it is asked."""
+    draws = iter(values)
+    return lambda *args, **kwargs: next(draws)
+
+
+@pytest.mark.parametrize("size", [(28, 28), (224, 224), (30, 17)])
+def test_both_box_roundings_equal_their_timm(size, monkeypatch) -> None:
+    """Each rounding against its timm, the centre drawn once from the run's generator and given to both."""
+    from timm.data.mixup import rand_bbox
+
+    height, width = size
+    odd = 0
+    for seed in range(200):
+        lam = float(torch.rand((), generator=torch.Generator().manual_seed(10_000 + seed)))
+        centre = torch.Generator().manual_seed(seed)
+        cy = int(torch.randint(0, height, (1,), generator=centre).item())
+        cx = int(torch.randint(0, width, (1,), generator=centre).item())
+        monkeypatch.setattr(np.random, "randint", _given([cy, cx]))
+        today = tuple(int(v) for v in rand_bbox((1, height, width), lam))
+        assert rand_box(height, width, lam, torch.Generator().manual_seed(seed), "timm") == today
+        released = rand_box(height, width, lam, torch.Generator().manual_seed(seed), "release")
+        assert released == _old_timm_box(height, width, lam, cy, cx)
+        odd += released != today
+    assert odd > 0  # the two differ where a cut is odd and the box is not clipped
