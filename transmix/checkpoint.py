@@ -60,7 +60,8 @@ class Progress:
 @dataclass
 class Checkpoint:
     """Everything a checkpoint saves. ``data`` is the training split's own state (:class:`TrainSplit`), ``rng``
-    every random state the run draws from (torch's global RNG, the run's generator, CUDA's)."""
+    every random state the run draws from (torch's global RNG, the run's generator, CUDA's; under ``torchrun`` each
+    process's, as ``ranks``)."""
 
     config: dict[str, Any]
     git_sha: str  # the code that started the run
@@ -71,7 +72,7 @@ class Checkpoint:
     ema: dict[str, torch.Tensor] | None
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
-    rng: dict[str, torch.Tensor | None]
+    rng: dict[str, Any]
 
     def to_state(self) -> dict[str, Any]:
         """The file's contents: one flat dict of tensors and plain values."""
@@ -89,15 +90,24 @@ class Checkpoint:
                    state["model"], state["ema"], state["optimizer"], state["scheduler"], rng)  # fmt: skip
 
 
-def capture_rng(gen: torch.Generator, device: torch.device) -> dict[str, torch.Tensor | None]:
-    return {
+def capture_rng(gen: torch.Generator, device: torch.device, world: int = 1) -> dict[str, Any]:
+    """This process's random states; under ``torchrun`` (a collective: every process calls it) also every
+    process's, as ``ranks``, so that processes that draw differently (``rank_seeds``) each resume their own."""
+    rng: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "gen": gen.get_state(),
         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
     }
+    if world > 1:
+        everyone: list[Any] = [None] * world
+        torch.distributed.all_gather_object(everyone, dict(rng))
+        rng["ranks"] = everyone
+    return rng
 
 
-def restore_rng(rng: dict[str, torch.Tensor | None], gen: torch.Generator, device: torch.device) -> None:
+def restore_rng(rng: dict[str, Any], gen: torch.Generator, device: torch.device, rank: int = 0) -> None:
+    """Put back this process's random states (``rank``'s own where the checkpoint kept every process's)."""
+    rng = rng["ranks"][rank] if rng.get("ranks") else rng
     torch.set_rng_state(rng["torch"])
     gen.set_state(rng["gen"])
     if device.type == "cuda" and rng.get("cuda") is not None:

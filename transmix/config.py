@@ -27,7 +27,10 @@ BOX_TO_GRID = ("release", "area")  # how the pixel box is laid on the token grid
 HEADS = ("mean", "max")  # how the heads' class-token rows are combined (transmix.attention.combine)
 DATASETS = ("fashion_mnist", "imagefolder")
 PRECISIONS = ("fp32", "bf16")
-IMAGEFOLDER_ONLY = {"aa": "", "reprob": 0.0, "crop_pct": 0.875}  # keys the in-memory path must leave at default
+CUTMIX_BOXES = ("timm", "release")  # CutMix box rounding: today's timm, or timm 0.5.4's (transmix.mixing.rand_box)
+INTERPOLATIONS = ("bicubic", "bilinear", "random")  # imagefolder training resize (random: per image, as released)
+# keys the in-memory path must leave at their default
+IMAGEFOLDER_ONLY = {"aa": "", "reprob": 0.0, "crop_pct": 0.875, "train_interpolation": "bicubic", "rank_seeds": False}
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class TrainConfig(Strict):
     aa: str = option("", 'imagefolder: timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (the paper\'s); "" = none')
     reprob: float = option(0.0, "imagefolder: random-erasing probability (off in the released TransMix recipe)")
     crop_pct: float = option(0.875, "imagefolder eval: resize to img_size / crop_pct, then center-crop img_size")
+    train_interpolation: str = option("bicubic", "imagefolder training resize, also inside RandAugment: bicubic "
+                                      "| bilinear | random (either, per image: as released)")  # fmt: skip
     model: str = option("vit_micro_patch4_28", "any timm model name", group="model")
     drop_path: float = option(0.1, "stochastic depth rate")
     method: str = option(
@@ -60,6 +65,8 @@ class TrainConfig(Strict):
     mixup_alpha: float = option(0.8, "Beta(alpha, alpha) for Mixup")
     cutmix_alpha: float = option(1.0, "Beta(alpha, alpha) for CutMix")
     switch_prob: float = option(0.5, "P(CutMix) when both are on; the released DeiT-S recipe ran 0.5, DeiT-B 0.8")
+    cutmix_box: str = option("timm", "CutMix box rounding: timm (today's rand_bbox, y_high = cy + (cut_h + 1) // 2) | "
+                             "release (timm 0.5.4's, y_high = cy + cut_h // 2: 1 px smaller for odd cuts)")  # fmt: skip
     mix_prob: float = option(1.0, "P(a batch is mixed at all)")
     area_weight: float = option(0.5, "TransMix w in lam = w*lam_area + (1-w)*lam_attn; 0.5 as released")
     box_to_grid: str = option("release", "release (nearest, as the official code) | area (pasted fraction per patch)")
@@ -72,11 +79,17 @@ class TrainConfig(Strict):
     opt: str = option("adamw", "any timm optimizer name")
     lr: float = option(1e-3, "peak learning rate")
     weight_decay: float = option(0.05, "weight decay")
-    sched: str = option("cosine", "any timm scheduler name; stepped every update")
+    cooldown_epochs: int = option(0, "epochs at min_lr after the schedule's `epochs` (timm's cooldown; the release "
+                                  "trained 300 + 10)")  # fmt: skip
+    sched: str = option("cosine", "any timm scheduler name")
+    sched_on_epochs: bool = option(False, "step the schedule and its warmup once per epoch, as the release (timm's "
+                                   "t_in_epochs); false: every update")  # fmt: skip
     warmup_epochs: int = option(1, "linear warmup from warmup_lr")
     warmup_lr: float = option(1e-6, "learning rate at the start of warmup")
     min_lr: float = option(1e-5, "learning rate at the end of the schedule")
     ema_decay: float = option(0.998, "model EMA decay (0 = no EMA)")
+    ema_warmup: bool = option(True, "EMA decay warms up as 1 - (1 + step)^(-2/3) up to ema_decay (timm's "
+                              "ModelEmaV3); false: ema_decay from step 0, as the release's ModelEmaV2")  # fmt: skip
     device: str = option("auto", "auto | cpu | cuda | cuda:N", group="execution")
     precision: str = option("fp32", "fp32 | bf16 (autocast)")
     num_workers: int = option(-1, "loader worker processes per process (imagefolder; unused in memory); -1 = the "
@@ -87,10 +100,13 @@ class TrainConfig(Strict):
     compile: bool = option(False, "torch.compile the model (the attention capture included)")
     fused: bool = option(False, "the optimizer's fused one-kernel step (torch's fused=True, e.g. AdamW)")
     tf32: bool = option(False, "TF32 matrix products and convolutions for float32 work on CUDA")
+    rank_seeds: bool = option(False, "imagefolder under torchrun: process r draws its mixing and stochastic depth "
+                              "from seed + r, as the release; false: every process the same draws (imagefolder only: "
+                              "in memory, one draw mixes the global batch)")  # fmt: skip
 
     def check(self) -> None:
         choices = {"method": METHODS, "box_to_grid": BOX_TO_GRID, "dataset": DATASETS, "precision": PRECISIONS,
-                   "attn_heads": HEADS}  # fmt: skip
+                   "attn_heads": HEADS, "cutmix_box": CUTMIX_BOXES, "train_interpolation": INTERPOLATIONS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -104,7 +120,7 @@ class TrainConfig(Strict):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must lie in [0, 1]")
         for name in ("mixup_alpha", "cutmix_alpha", "weight_decay", "warmup_lr", "min_lr", "train_subset",
-                     "val_subset", "warmup_epochs"):  # fmt: skip
+                     "val_subset", "warmup_epochs", "cooldown_epochs"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
         if self.num_workers < -1:
@@ -163,6 +179,11 @@ class TrainConfig(Strict):
                                   "data_dir at a smaller folder instead")  # fmt: skip
         if self.aa:
             _check_auto_augment(self.aa, self.img_size)
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs trained: the schedule's ``epochs`` and the cooldown after it."""
+        return self.epochs + self.cooldown_epochs
 
     @property
     def mixes(self) -> bool:

@@ -59,7 +59,7 @@ def study_cost(config: str | Path, tflops: float, images: int = IMAGENET_TRAIN_I
         log.info("counting FLOPs of %s (%d of %d)", name, number, len(study.models))
         cfg = study.model_config(name)
         flops, params = forward_flops(name, cfg.img_size)
-        hours = 3 * flops * images * cfg.epochs / (tflops * 1e12) / 3600
+        hours = 3 * flops * images * cfg.total_epochs / (tflops * 1e12) / 3600  # cooldown included
         out.append(Cost(name, params / 1e6, flops / 1e9, hours, runs))
     return out
 

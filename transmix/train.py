@@ -119,20 +119,20 @@ def _train(run: Run, progress: Progress, stop_after: int | None, bar: bool) -> P
     cfg = run.cfg
     if run.where.is_main:
         checkpoint.atomic_write_text(yaml.safe_dump(resolved(run), sort_keys=False), run.out / RESOLVED)
-    if progress.epoch >= cfg.epochs and run_folder.final_loads(run.out):
+    if progress.epoch >= cfg.total_epochs and run_folder.final_loads(run.out):
         log.info("%s already finished", run.out)
         return run.out / FINAL
     run.model.train()
     done_now = 0
     with checkpoint.preemption_flag() as stop_flag:
-        while progress.epoch < cfg.epochs:
+        while progress.epoch < cfg.total_epochs:
             if stop_after is not None and done_now >= stop_after:
                 log.info("stopping after %d epoch(s) as asked; rerun to continue", done_now)
                 return run.out / CHECKPOINT
             stopped = train_epoch(run, progress, stop_flag, bar and run.where.is_main)
             end_epoch(run, progress)
             done_now += 1
-            if stopped and progress.epoch < cfg.epochs:
+            if stopped and progress.epoch < cfg.total_epochs:
                 raise Preempted(f"stopped by {stop_flag.signal or 'a signal'} after epoch {progress.epoch}; run the "
                                 "same command again to continue")  # fmt: skip
     if run.where.is_main:
@@ -155,12 +155,16 @@ def setup(cfg: TrainConfig, out: Path, where: Dist, device: torch.device) -> Run
                             "training images")  # fmt: skip
     torch.manual_seed(cfg.seed)  # weight init and stochastic depth (inside the model)
     model = build_model(cfg, train_set).to(device)
+    if cfg.rank_seeds and where.rank > 0:  # the release: process r mixes and drops paths from seed + r (process 0
+        gen.manual_seed(cfg.seed + where.rank)  # keeps the streams of a one-process run)
+        torch.manual_seed(cfg.seed + where.rank)
     fused = {"fused": True} if cfg.fused else {}  # torch's one-kernel optimizer step, through timm's factory
     optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     scheduler, _ = create_scheduler_v2(optimizer, sched=cfg.sched, num_epochs=cfg.epochs,
                                        warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr,
-                                       step_on_epochs=False, updates_per_epoch=steps_per_epoch)  # fmt: skip
-    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay > 0 else None
+                                       cooldown_epochs=cfg.cooldown_epochs, step_on_epochs=cfg.sched_on_epochs,
+                                       updates_per_epoch=steps_per_epoch)  # fmt: skip
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None
     forward = DistributedDataParallel(model) if where.world > 1 else model
     if cfg.compile:  # the attention hooks sit on `model`'s layers, inside what is compiled
         forward = compile_model(forward)
@@ -177,7 +181,7 @@ def resume(run: Run) -> Progress:
     saved = checkpoint.load(run.out, run.device)
     if saved is None:
         if run_folder.finished_here(run.out, run.cfg):
-            return Progress(epoch=run.cfg.epochs, sums=epoch_sums())
+            return Progress(epoch=run.cfg.total_epochs, sums=epoch_sums())
         return Progress(sums=epoch_sums())
     diff = run_folder.config_diff(saved.config, run.cfg)
     if diff:
@@ -194,13 +198,13 @@ def resume(run: Run) -> Progress:
     if run.ema is not None:
         run.ema.load_state_dict(saved.ema)
     run.train_set.load_state_dict(saved.data)
-    checkpoint.restore_rng(saved.rng, run.gen, run.device)
+    checkpoint.restore_rng(saved.rng, run.gen, run.device, run.where.rank)
     run.started_sha = saved.git_sha
     if run.started_sha != run.now_sha:
         log.warning("run started at git %s, continues at %s: final.pt records both", run.started_sha, run.now_sha)
     progress = saved.progress
     progress.sums = {**epoch_sums(), **progress.sums}  # older checkpoints summed fewer things
-    if progress.epoch < run.cfg.epochs:
+    if progress.epoch < run.cfg.total_epochs:
         log.info("resuming %s at epoch %d, step %d of %d", run.out, progress.epoch + 1, progress.step,
                  run.steps_per_epoch)  # fmt: skip
     return progress
@@ -236,7 +240,7 @@ def train_epoch(run: Run, progress: Progress, stop_flag: StopFlag, bar: bool) ->
             show.update(steps)
             show.set_postfix(loss=f"{loss:.3f}")
         elif run.where.is_main and progress.step // log_every > (progress.step - steps) // log_every:
-            log.info("epoch %d/%d step %d/%d loss %.4f", progress.epoch + 1, run.cfg.epochs, progress.step,
+            log.info("epoch %d/%d step %d/%d loss %.4f", progress.epoch + 1, run.cfg.total_epochs, progress.step,
                      run.steps_per_epoch, loss)  # fmt: skip
         if stop and progress.step < run.steps_per_epoch:
             progress.sums["seconds"] += time.perf_counter() - t0
@@ -256,6 +260,7 @@ def end_epoch(run: Run, progress: Progress) -> None:
     progress.epoch += 1
     if run.where.is_main:
         progress.history.append(history_row(run, progress))
+    run.scheduler.step(progress.epoch)  # per-epoch schedules move here (timm's t_in_epochs); per-update ones ignore it
     progress.step = 0
     save(run, progress)
     if run.where.is_main:
@@ -264,7 +269,7 @@ def end_epoch(run: Run, progress: Progress) -> None:
         row = progress.history[-1]
         ema = f" (EMA {row['val_top1_ema']:.2f})" if run.ema is not None else ""
         log.info("%s epoch %d/%d loss %.4f val top-1 %.2f%s, %.0f img/s", run.out.name, progress.epoch,
-                 run.cfg.epochs, row["train_loss"], row["val_top1"], ema, row["images_per_second"],
+                 run.cfg.total_epochs, row["train_loss"], row["val_top1"], ema, row["images_per_second"],
                  extra={EPOCH_LINE: True})  # fmt: skip
 
 
@@ -292,7 +297,9 @@ def history_row(run: Run, progress: Progress) -> dict[str, Any]:
 
 
 def save(run: Run, progress: Progress) -> None:
-    """Write the checkpoint (rank 0): the one place a :class:`Checkpoint` is made."""
+    """Write the checkpoint (rank 0; every process calls it, for their random states): the one place a
+    :class:`Checkpoint` is made."""
+    rng = checkpoint.capture_rng(run.gen, run.device, run.where.world)
     if not run.where.is_main:
         return
     state = Checkpoint(
@@ -305,7 +312,7 @@ def save(run: Run, progress: Progress) -> None:
         ema=run.ema.state_dict() if run.ema is not None else None,
         optimizer=run.optimizer.state_dict(),
         scheduler=run.scheduler.state_dict(),
-        rng=checkpoint.capture_rng(run.gen, run.device),
+        rng=rng,
     )
     checkpoint.save(state, run.out)
 
@@ -313,6 +320,8 @@ def save(run: Run, progress: Progress) -> None:
 def resolved(run: Run) -> dict[str, Any]:
     """``config.resolved.yaml``: the config as used, what it amounts to on this run's processes, and versions."""
     cfg, global_batch = run.cfg, run.cfg.batch_size * run.where.world
+    draws = "own draws (seed + rank)" if cfg.rank_seeds else "the same draws"
+    mixing = "global batch, sliced per process" if run.train_set.global_batches else f"each process's batch, {draws}"
     return {
         "run_id": run.out.name,
         "config_hash": cfg.hash(),
@@ -324,8 +333,8 @@ def resolved(run: Run) -> dict[str, Any]:
             "batch_size_per_process": cfg.batch_size,
             "global_batch_size": global_batch,
             "steps_per_epoch": run.steps_per_epoch,
-            "mixing": "global batch, sliced per process" if run.train_set.global_batches else "each process's batch",
-            "total_steps": run.steps_per_epoch * cfg.epochs,
+            "mixing": mixing,
+            "total_steps": run.steps_per_epoch * cfg.total_epochs,
             "train_images": len(run.train_set),
             "loader_workers": getattr(run.train_set, "num_workers", 0),  # imagefolder: num_workers resolved
             "val_images": len(run.val_set),
@@ -353,5 +362,5 @@ def _diverged(run: Run, progress: Progress, loss: float, steps: int) -> str:
 def _progress_bar(run: Run, progress: Progress) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=run.steps_per_epoch, initial=progress.step, desc=f"epoch {progress.epoch + 1}/{run.cfg.epochs}",
-                leave=False, dynamic_ncols=True)  # fmt: skip
+    desc = f"epoch {progress.epoch + 1}/{run.cfg.total_epochs}"
+    return tqdm(total=run.steps_per_epoch, initial=progress.step, desc=desc, leave=False, dynamic_ncols=True)

@@ -335,3 +335,19 @@ def test_every_image_type_is_read_and_nothing_else_becomes_a_class(tree, caplog)
         train_split(config(tree), (0, 1), torch.Generator())
     with pytest.raises(DatasetMissing, match="fox"):
         check_image_folder(tree, workers=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "crop", "rotate"),
+    [("random", ("bilinear", "bicubic"), (2, 3)), ("bilinear", "bilinear", 2), ("bicubic", "bicubic", 3)],
+)
+def test_train_interpolation_reaches_the_crop_and_randaugment(tree, name, crop, rotate) -> None:
+    """The release's `random`: bilinear or bicubic per image, in the crop and inside RandAugment alike."""
+    from transmix.data.imagefolder import train_transform
+
+    steps = train_transform(config(tree, train_interpolation=name))
+    steps = getattr(steps, "transform", steps).transforms
+    modes = steps[0].interpolation
+    assert (tuple(m.value for m in modes) if isinstance(modes, tuple) else modes.value) == crop
+    resample = steps[2].ops[3].kwargs["resample"]  # Rotate
+    assert (tuple(int(r) for r in resample) if isinstance(resample, tuple) else int(resample)) == rotate

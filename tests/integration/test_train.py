@@ -66,6 +66,26 @@ def test_resumed_run_equals_uninterrupted(fashion_root, tmp_path) -> None:
     assert [h["val_top1"] for h in h_whole] == [h["val_top1"] for h in h_split]
 
 
+def test_the_release_schedule_cooldown_and_constant_ema(fashion_root, tmp_path) -> None:
+    """The release's schedule: lr stepped once per epoch, 10 cooldown epochs at min_lr after it (here 3 + 2), EMA
+    at a constant decay; a run resumed inside the cooldown equals the uninterrupted one."""
+    cfg = tiny(fashion_root, epochs=3, cooldown_epochs=2, warmup_epochs=1, sched_on_epochs=True, ema_warmup=False,
+               lr=1e-3, warmup_lr=1e-6, min_lr=1e-5)  # fmt: skip
+    train(cfg, tmp_path / "whole", progress=False)
+    history = [json.loads(x) for x in (tmp_path / "whole" / HISTORY).read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    cosine = 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(math.pi * 1 / 3))  # epoch 2: t = 1 of 3, warmup over
+    assert [h["lr"] for h in history] == pytest.approx([1e-6, cosine, 1e-5 + 0.5 * (1e-3 - 1e-5) * (1 + math.cos(
+        math.pi * 2 / 3)), 1e-5, 1e-5])  # fmt: skip
+    assert torch.load(tmp_path / "whole" / FINAL, weights_only=True)["epochs"] == 5  # trained, cooldown included
+    assert train(cfg, tmp_path / "split", stop_after=4, progress=False).name == CHECKPOINT
+    train(cfg, tmp_path / "split", progress=False)
+    whole = torch.load(tmp_path / "whole" / FINAL, weights_only=True)
+    split = torch.load(tmp_path / "split" / FINAL, weights_only=True)
+    for key in ("model", "ema"):
+        assert all(torch.equal(t, split[key][n]) for n, t in whole[key].items()), key
+
+
 def test_methods_differ_only_in_labels(fashion_root, tmp_path) -> None:
     # deit and transmix with one seed see the same images and boxes; only CutMix labels differ.
     h = {}
@@ -127,5 +147,12 @@ def test_evaluate_rows(finished_run) -> None:
     assert (df.run_id == finished_run.name).all()
     top = df.set_index(["variant", "metric"])["value"]
     assert top["raw", "top1"] <= top["raw", "top5"] <= 100
+    # the best per-epoch validation top-1 of each variant, with the epoch that reached it (the release's number)
+    best = rows[rows.suite == "best_epoch"].set_index("variant")
+    val = history[history.metric == "val_top1"]
+    for variant, points in val.groupby("variant"):
+        top = points.sort_values(["value", "level"], ascending=[False, True]).iloc[0]
+        assert (best.loc[variant, "value"], best.loc[variant, "level"]) == (top.value, top.level)
+    assert set(best.metric) == {"top1"} and (best.n == 128).all()
     first = clean(finished_run, device="cpu", images=500)  # the first 500 test images
     assert (first[first.suite == "clean"].n == 500).all()

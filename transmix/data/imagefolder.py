@@ -34,7 +34,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")  # 
 LAYOUT = ("DIR/train/<class>/<image> and DIR/val/<class>/<image> (class folders named alike in both; "
           f"{'/'.join(IMAGE_SUFFIXES)}; folders whose name starts with '.' are not classes)")  # fmt: skip
 SPLITS = ("train", "val")
-INTERPOLATION = "bicubic"  # DeiT's resize filter, for training and evaluation
+INTERPOLATION = "bicubic"  # the evaluation resize (timm's DeiT default); training's is the `train_interpolation` key
 IMAGE_MEAN = (0.485, 0.456, 0.406)  # timm's IMAGENET_DEFAULT_MEAN / _STD: every imagefolder run's normalisation
 IMAGE_STD = (0.229, 0.224, 0.225)
 RE_MODE = "pixel"  # DeiT's random-erasing fill (per-pixel normal noise); off unless `reprob` > 0
@@ -302,7 +302,7 @@ def train_transform(cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:
     from timm.data import create_transform
 
     return pillow_safe(create_transform(cfg.img_size, is_training=True, auto_augment=cfg.aa or None,
-                                        interpolation=INTERPOLATION, use_prefetcher=True))  # fmt: skip
+                                        interpolation=cfg.train_interpolation, use_prefetcher=True))  # fmt: skip
 
 
 def eval_transform(cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:
