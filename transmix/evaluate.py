@@ -129,4 +129,15 @@ def history_rows(run_dir: str | Path, cfg: TrainConfig) -> list[dict[str, Any]]:
                 n = cfg.val_subset if metric == "val_top1" and cfg.val_subset else None
                 rows.append({"suite": "history", "level": epoch["epoch"], "variant": variant, "metric": metric,
                              "value": float(epoch[field]), "n": n})  # fmt: skip
-    return rows
+    return rows + best_epoch_rows(rows)
+
+
+def best_epoch_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The best per-epoch validation top-1 of each variant, as ``suite = best_epoch`` rows (``level`` = the epoch
+    that reached it, the earliest on a tie): what the release tracked and saved as its best checkpoint, and what
+    papers often report, beside the final top-1 (``clean``). Same images as the history's ``val_top1``."""
+    best: dict[str, dict[str, Any]] = {}
+    for row in history:
+        if row["metric"] == "val_top1" and row["value"] > best.get(row["variant"], {"value": -1.0})["value"]:
+            best[row["variant"]] = row
+    return [{**row, "suite": "best_epoch", "metric": "top1"} for row in best.values()]
