@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,11 @@ DATASETS = ("fashion_mnist", "imagefolder")
 PRECISIONS = ("fp32", "bf16")
 CUTMIX_BOXES = ("timm", "release")  # CutMix box rounding: today's timm, or timm 0.5.4's (transmix.mixing.rand_box)
 INTERPOLATIONS = ("bicubic", "bilinear", "random")  # imagefolder training resize (random: per image, as released)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's IMAGENET_DEFAULT_MEAN / _STD
 # keys the in-memory path must leave at their default
-IMAGEFOLDER_ONLY = {"aa": "", "reprob": 0.0, "crop_pct": 0.875, "train_interpolation": "bicubic", "rank_seeds": False}
+IMAGEFOLDER_ONLY = {"aa": "", "reprob": 0.0, "crop_pct": 0.875, "train_interpolation": "bicubic", "rank_seeds": False,
+                    "scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3), "hflip": 0.5, "vflip": 0.0, "color_jitter": 0.4,
+                    "mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,17 @@ class TrainConfig(Strict):
     aa: str = option("", 'imagefolder: timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (the paper\'s); "" = none')
     reprob: float = option(0.0, "imagefolder: random-erasing probability (off in the released TransMix recipe)")
     crop_pct: float = option(0.875, "imagefolder eval: resize to img_size / crop_pct, then center-crop img_size")
+    scale: tuple[float, ...] = option((0.08, 1.0), "imagefolder: area range of the random-resized crop, as a "
+                                      "fraction of the image (ImageNet's [0.08, 1]; small or centred data: e.g. "
+                                      "[0.35, 1])")  # fmt: skip
+    ratio: tuple[float, ...] = option((3 / 4, 4 / 3), "imagefolder: aspect-ratio range of the random-resized crop")
+    hflip: float = option(0.5, "imagefolder: probability of a left-right flip (0 for digits, text, or any class "
+                          "its orientation decides)")  # fmt: skip
+    vflip: float = option(0.0, "imagefolder: probability of an upside-down flip")
+    color_jitter: float = option(0.4, "imagefolder: colour-jitter strength, applied only without `aa` (timm's "
+                                 "rule)")  # fmt: skip
+    mean: tuple[float, ...] = option(IMAGENET_MEAN, "imagefolder: per-channel mean the images are normalised with")
+    std: tuple[float, ...] = option(IMAGENET_STD, "imagefolder: per-channel standard deviation, likewise")
     train_interpolation: str = option("bicubic", "imagefolder training resize, also inside RandAugment: bicubic "
                                       "| bilinear | random (either, per image: as released)")  # fmt: skip
     model: str = option("vit_micro_patch4_28", "any timm model name", group="model")
@@ -116,7 +131,8 @@ class TrainConfig(Strict):
         self._check_mixing()
 
     def _check_ranges(self) -> None:
-        for name in ("switch_prob", "mix_prob", "area_weight", "label_smoothing", "drop_path", "reprob"):
+        for name in ("switch_prob", "mix_prob", "area_weight", "label_smoothing", "drop_path", "reprob", "hflip",
+                     "vflip"):  # fmt: skip
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name}={getattr(self, name)} must lie in [0, 1]")
         for name in ("mixup_alpha", "cutmix_alpha", "weight_decay", "warmup_lr", "min_lr", "train_subset",
@@ -139,6 +155,19 @@ class TrainConfig(Strict):
                               f"warmup_epochs={max(self.epochs - 1, 0)} (0 = no warmup)")  # fmt: skip
         if self.seed < 0:
             raise ConfigError(f"seed={self.seed} must be >= 0")
+        self._check_augmentation()
+
+    def _check_augmentation(self) -> None:
+        for name, top in (("scale", 1.0), ("ratio", math.inf)):
+            values = getattr(self, name)
+            if len(values) != 2 or not 0 < values[0] <= values[1] <= top:
+                bound = " <= 1" if name == "scale" else ""
+                raise ConfigError(f"{name}={list(values)} must be two numbers [low, high], 0 < low <= high{bound}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError(f"mean={list(self.mean)}, std={list(self.std)}: three numbers each (one per colour "
+                              "channel; grey images are read as RGB), every std > 0")  # fmt: skip
+        if self.color_jitter < 0:
+            raise ConfigError(f"color_jitter={self.color_jitter} must be >= 0 (0 turns it off)")
 
     def _check_attention_keys(self) -> None:
         if self.attn_blocks < 1:

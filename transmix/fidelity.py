@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from fractions import Fraction
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,9 @@ def our_settings(study: Study, model: str) -> dict[str, Any]:
 
 
 def _equal(release: str, ours: Any) -> bool:
+    if isinstance(ours, tuple):  # "[3/4, 4/3]"
+        values = [float(Fraction(v.strip())) for v in release.strip().strip("[]").split(",")]
+        return len(values) == len(ours) and all(abs(v - o) < 1e-12 for v, o in zip(values, ours, strict=True))
     if isinstance(ours, bool):
         return release.strip().lower() == str(ours).lower()
     if isinstance(ours, int | float):
@@ -85,11 +89,19 @@ def problems(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _shown(value: Any) -> Any:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]"
+    return value
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The table as the README shows it."""
     lines = ["| setting | release DeiT-S | release DeiT-B | ours (key) | status | note |", "|---|---|---|---|---|---|"]
     for row in rows:
-        ours = [str(v).lower() if isinstance(v, bool) else v for v in (row["ours"][m] for m in MODELS)]
+        ours = [_shown(row["ours"][m]) for m in MODELS]
         shown = "" if not row["key"] else f"{ours[0]}" if ours[0] == ours[1] else f"{ours[0]} / {ours[1]}"
         key = f"{shown} (`{row['key']}`)" if row["key"] else "(no key)"
         cells = [row["setting"], row[MODELS[0]], row[MODELS[1]], key, row["status"], row["note"]]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, PREEMPTED_EXIT, RESOLVED
@@ -351,3 +352,25 @@ def test_train_interpolation_reaches_the_crop_and_randaugment(tree, name, crop, 
     assert (tuple(m.value for m in modes) if isinstance(modes, tuple) else modes.value) == crop
     resample = steps[2].ops[3].kwargs["resample"]  # Rotate
     assert (tuple(int(r) for r in resample) if isinstance(resample, tuple) else int(resample)) == rotate
+
+
+@pytest.mark.slow
+def test_a_users_augmentation_reaches_timm_and_trains_with_flips_off(tree, tmp_path) -> None:
+    """A user's own data: no flips, gentler crops, its own normalisation, all through timm's create_transform."""
+    from transmix.data.imagefolder import eval_transform, train_transform
+
+    cfg = config(tree, hflip=0.0, scale=[0.5, 1.0], ratio=[0.9, 1.1], aa="", color_jitter=0.0, mean=[0.5] * 3,
+                 std=[0.25] * 3, train_interpolation="bilinear", reprob=0.0)  # fmt: skip
+    steps = train_transform(cfg)
+    names = [type(t).__name__ for t in getattr(steps, "transform", steps).transforms]
+    assert "RandomHorizontalFlip" not in names and "ColorJitter" not in names, names
+    crop = getattr(steps, "transform", steps).transforms[0]
+    assert crop.scale == (0.5, 1.0) and crop.ratio == (0.9, 1.1)
+    normalize = next(t for t in eval_transform(cfg).transforms if type(t).__name__ == "Normalize")
+    assert list(normalize.mean) == [0.5] * 3 and list(normalize.std) == [0.25] * 3
+    batch, _ = next(iter(train_split(cfg, (0, 1), torch.Generator()).batches(0, 0)))
+    assert batch.dtype == torch.float32 and batch.min() < -1.9 and batch.max() > 1.9  # (0 or 1 - 0.5) / 0.25
+    assert batch.min() >= -2 - 1e-6 and batch.max() <= 2 + 1e-6
+    train(cfg, tmp_path / "run", progress=False)
+    resolved = yaml.safe_load((tmp_path / "run" / RESOLVED).read_text())["config"]
+    assert (resolved["hflip"], resolved["scale"], resolved["mean"]) == (0.0, [0.5, 1.0], [0.5, 0.5, 0.5])

@@ -70,6 +70,15 @@ def test_the_baseline_every_method_is_paired_against() -> None:
     assert study({**config("default"), "methods": ["transmix"]}).baseline == "transmix"  # nothing to pair
 
 
+def test_the_own_data_example_is_a_study_that_runs() -> None:
+    """The commented example for a user's class folders passes every check a real study meets before its jobs."""
+    own = study(config("own_data"))
+    own.check_models()
+    settings = own.settings(own.run_ids()[0])
+    assert settings["dataset"] == "imagefolder" and settings["hflip"] == 0.0 and settings["scale"] == [0.35, 1.0]
+    assert own.notebooks() == ["01_main_results", "04_attention_vs_area", "05_training_dynamics"]
+
+
 def test_per_model_overrides_reach_their_runs_only() -> None:
     imagenet = study(config("imagenet"))
     small = imagenet.settings("deit_small_patch16_224__transmix__s0")

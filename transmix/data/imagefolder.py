@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
+from transmix.config import IMAGENET_MEAN, IMAGENET_STD
 from transmix.data import Batch, CorruptImage, DatasetMissing
 from transmix.data.compat import naming_corrupt, pillow_safe, worker_init
 from transmix.data.loader import DeviceFinish, EpochKeys, SeededImages, loader_workers, stream_seed
@@ -35,8 +36,7 @@ LAYOUT = ("DIR/train/<class>/<image> and DIR/val/<class>/<image> (class folders 
           f"{'/'.join(IMAGE_SUFFIXES)}; folders whose name starts with '.' are not classes)")  # fmt: skip
 SPLITS = ("train", "val")
 INTERPOLATION = "bicubic"  # the evaluation resize (timm's DeiT default); training's is the `train_interpolation` key
-IMAGE_MEAN = (0.485, 0.456, 0.406)  # timm's IMAGENET_DEFAULT_MEAN / _STD: every imagefolder run's normalisation
-IMAGE_STD = (0.229, 0.224, 0.225)
+IMAGE_MEAN, IMAGE_STD = IMAGENET_MEAN, IMAGENET_STD  # the `mean` and `std` keys' defaults
 RE_MODE = "pixel"  # DeiT's random-erasing fill (per-pixel normal noise); off unless `reprob` > 0
 PREFETCH = 4  # batches each loader worker keeps ready
 
@@ -230,7 +230,7 @@ class ImageFolderSplit(ImageFiles):
         ``device`` (default: the CPU)."""
         classes = image_folder_classes(cfg.data_dir)
         samples, _ = list_images(Path(cfg.data_dir) / SPLITS[0], classes, every_class=True)
-        finish = DeviceFinish(IMAGE_MEAN, IMAGE_STD, device or torch.device("cpu"), cfg.reprob, RE_MODE)
+        finish = DeviceFinish(cfg.mean, cfg.std, device or torch.device("cpu"), cfg.reprob, RE_MODE)
         return cls(samples, train_transform(cfg), len(classes), cfg.img_size, cfg.batch_size, part, cfg.seed,
                    cfg.num_workers, finish)  # fmt: skip
 
@@ -301,8 +301,10 @@ def train_transform(cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:
     normalisation and random erasing happen on the device (:class:`DeviceFinish`)."""
     from timm.data import create_transform
 
-    return pillow_safe(create_transform(cfg.img_size, is_training=True, auto_augment=cfg.aa or None,
-                                        interpolation=cfg.train_interpolation, use_prefetcher=True))  # fmt: skip
+    return pillow_safe(create_transform(cfg.img_size, is_training=True, scale=cfg.scale, ratio=cfg.ratio,
+                                        hflip=cfg.hflip, vflip=cfg.vflip, color_jitter=cfg.color_jitter or None,
+                                        auto_augment=cfg.aa or None, interpolation=cfg.train_interpolation,
+                                        use_prefetcher=True))  # fmt: skip
 
 
 def eval_transform(cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:
@@ -310,5 +312,5 @@ def eval_transform(cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:
     ImageNet normalisation (:data:`IMAGE_MEAN`, :data:`IMAGE_STD`)."""
     from timm.data import create_transform
 
-    return create_transform(cfg.img_size, is_training=False, crop_pct=cfg.crop_pct, mean=IMAGE_MEAN, std=IMAGE_STD,
+    return create_transform(cfg.img_size, is_training=False, crop_pct=cfg.crop_pct, mean=cfg.mean, std=cfg.std,
                             interpolation=INTERPOLATION)  # fmt: skip

@@ -19,8 +19,6 @@ from transmix.config import TrainConfig
 from transmix.data import Batch
 from transmix.data.fashion_mnist import MEAN, STD, TensorDataset, load_fashion_mnist
 from transmix.data.imagefolder import (
-    IMAGE_MEAN,
-    IMAGE_STD,
     ImageFiles,
     Samples,
     eval_transform,
@@ -95,4 +93,4 @@ def load_images(cfg: TrainConfig, protocol: Protocol, suites: Iterable[str]) -> 
     batches = [(torch.empty(0, 3, cfg.img_size, cfg.img_size), torch.empty(0, dtype=torch.long))]  # none picked
     batches += list(files.batches(picked, protocol.batch_size))
     images, labels = (torch.cat(part) for part in zip(*batches, strict=True))
-    return EvalImages(images, labels, len(classes), IMAGE_MEAN, IMAGE_STD, files)
+    return EvalImages(images, labels, len(classes), cfg.mean, cfg.std, files)
