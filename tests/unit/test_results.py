@@ -120,7 +120,8 @@ def test_a_cut_run_table_is_refused_naming_the_file(run_table, capsys) -> None:
     from transmix.cli import main
     from transmix.results import read_run_table
 
-    assert len(read_run_table(run_table)) == 4 + 7 * 8  # clean top-1/5 of raw and EMA; 8 history metrics x 7 epochs
+    # clean top-1/5 of raw and EMA; 8 history metrics x 7 epochs; the best epoch of raw and EMA
+    assert len(read_run_table(run_table)) == 4 + 7 * 8 + 2
     lines = run_table.read_text().splitlines(keepends=True)
     cases = {
         "head -n 2": "".join(lines[:2]),  # header and one row: what `head` leaves
