@@ -26,6 +26,7 @@ tools:
   transmix bench                         step time of deit vs transmix, side by side
   transmix bench-loader                  images/s of the class-folder loader alone, by number of workers
   transmix cost --config STUDY.yaml      GPU-hours of a study from counted FLOPs and a GPU's throughput
+  transmix export --run DIR --out DIR2   a finished run's weights as timm loads them (local folder or hub)
 
 example: transmix train --out runs/try --set method=transmix --set epochs=2 --set train_subset=5000
 """
@@ -41,6 +42,7 @@ ERRORS = (
     ("transmix.run_folder", "RunFolderError", 1, "error"),
     ("transmix.checkpoint", "CheckpointError", 1, "error"),
     ("transmix.results", "SchemaError", 1, "error"),
+    ("transmix.export", "ExportError", 1, "error"),
     ("builtins", "FileNotFoundError", 1, "error"),
 )
 
@@ -178,6 +180,13 @@ def cmd_cost(args: argparse.Namespace) -> int:
     from transmix.cost import format_table, study_cost
 
     print(format_table(study_cost(args.config, args.tflops, args.images), args.tflops, args.images))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from transmix.export import export
+
+    print(f"timm.create_model('local-dir:{export(args.run, args.out, args.variant)}', pretrained=True)")
     return 0
 
 
@@ -329,6 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="append the rows to this CSV (e.g. results/bench/loader-<machine>.csv)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any train config key")
     p.set_defaults(func=cmd_bench_loader)
+
+    p = sub.add_parser(
+        "export",
+        help="a finished run's weights as timm loads them",
+        description="Write a finished run's EMA (or raw) weights as model.safetensors + config.json (architecture, "
+        "classes, preprocessing) with timm's save_for_hf, plus a model card: the layout timm.create_model("
+        "'local-dir:DIR', pretrained=True) loads, and a hub repository holds. timm's own architectures only. "
+        "Example: transmix export --run results/imagenet/train/deit_small_patch16_224__transmix__s0 --out export/",
+    )
+    p.add_argument("--run", required=True, type=Path, help="run directory holding final.pt")
+    p.add_argument("--out", required=True, type=Path, help="folder to write (made if missing)")
+    p.add_argument("--variant", choices=("ema", "raw"), default="ema", help="which weights (default: %(default)s)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "cost",
