@@ -31,10 +31,9 @@ PRECISIONS = ("fp32", "bf16")
 CUTMIX_BOXES = ("timm", "release")  # CutMix box rounding: today's timm, or timm 0.5.4's (transmix.mixing.rand_box)
 INTERPOLATIONS = ("bicubic", "bilinear", "random")  # imagefolder training resize (random: per image, as released)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's IMAGENET_DEFAULT_MEAN / _STD
-# keys the in-memory path must leave at their default
-IMAGEFOLDER_ONLY = {"aa": "", "reprob": 0.0, "crop_pct": 0.875, "train_interpolation": "bicubic", "rank_seeds": False,
-                    "scale": (0.08, 1.0), "ratio": (3 / 4, 4 / 3), "hflip": 0.5, "vflip": 0.0, "color_jitter": 0.4,
-                    "mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # fmt: skip
+# keys the in-memory path must leave at their default (the field's own)
+IMAGEFOLDER_ONLY = ("aa", "reprob", "crop_pct", "train_interpolation", "rank_seeds", "scale", "ratio", "hflip", "vflip",
+                    "color_jitter", "mean", "std")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -196,8 +195,8 @@ class TrainConfig(Strict):
         if self.dataset == "fashion_mnist":
             if self.img_size != 28:
                 raise ConfigError(f"img_size={self.img_size}, but dataset=fashion_mnist is 28x28; leave img_size at 28")
-            for name, default in IMAGEFOLDER_ONLY.items():
-                if getattr(self, name) != default:
+            for name in IMAGEFOLDER_ONLY:
+                if getattr(self, name) != self.__dataclass_fields__[name].default:
                     raise ConfigError(f"{name}={getattr(self, name)!r} applies to dataset=imagefolder only; remove it "
                                       "(Fashion-MNIST has its own fixed augmentation)")  # fmt: skip
             return

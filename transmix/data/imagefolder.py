@@ -309,7 +309,7 @@ def train_transform(cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:
 
 def eval_transform(cfg: TrainConfig) -> Callable[[Image.Image], torch.Tensor]:
     """How an imagefolder run reads an image for evaluation: resize to ``img_size / crop_pct``, centre crop,
-    ImageNet normalisation (:data:`IMAGE_MEAN`, :data:`IMAGE_STD`)."""
+    normalisation by the run's ``mean`` and ``std`` (ImageNet's by default)."""
     from timm.data import create_transform
 
     return create_transform(cfg.img_size, is_training=False, crop_pct=cfg.crop_pct, mean=cfg.mean, std=cfg.std,
