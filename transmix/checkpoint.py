@@ -108,8 +108,8 @@ def capture_rng(gen: torch.Generator, device: torch.device, world: int = 1) -> d
 def restore_rng(rng: dict[str, Any], gen: torch.Generator, device: torch.device, rank: int = 0) -> None:
     """Put back this process's random states (``rank``'s own where the checkpoint kept every process's)."""
     rng = rng["ranks"][rank] if rng.get("ranks") else rng
-    torch.set_rng_state(rng["torch"])
-    gen.set_state(rng["gen"])
+    torch.set_rng_state(rng["torch"].cpu())  # a checkpoint loaded onto a GPU holds these states there too
+    gen.set_state(rng["gen"].cpu())
     if device.type == "cuda" and rng.get("cuda") is not None:
         torch.cuda.set_rng_state(rng["cuda"].cpu(), device)
 

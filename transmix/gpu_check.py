@@ -43,13 +43,13 @@ SIZES = {  # what each step runs, on a GPU and on the CPU
         bench_model="deit_small_patch16_224", bench_size=224, bench_chans=3, bench_classes=1000, bench_batch=256,
         bench_modes="eager,compiled", bench_precision="bf16", bench_steps=10, bench_rounds=5,
         train_model="deit_tiny_patch16_224", train_size=224, classes=4, per_class=(256, 32), batch=64, epochs=20,
-        sync_every=8, precision="bf16", workers=8, loader_workers=[0, 4, 8, 15], loader_batch=64,
+        sync_every=8, precision="bf16", workers=8, loader_workers=[0, 4, 8, 15], loader_batch=32, loader_batches=30,
     ),
     "cpu": dict(
         bench_model="vit_micro_patch4_28", bench_size=28, bench_chans=1, bench_classes=10, bench_batch=16,
         bench_modes="eager", bench_precision="fp32", bench_steps=2, bench_rounds=3,
         train_model="vit_micro_patch4_28", train_size=32, classes=3, per_class=(32, 8), batch=8, epochs=4,
-        sync_every=3, precision="fp32", workers=1, loader_workers=[0, 1], loader_batch=4,
+        sync_every=3, precision="fp32", workers=1, loader_workers=[0, 1], loader_batch=4, loader_batches=2,
     ),
 }  # fmt: skip
 
@@ -152,9 +152,13 @@ def loader(out: Path, mode: str) -> dict[str, Any]:
     side = 224 if mode == "gpu" else 32
     cfg = load(None, ["dataset=imagefolder", f"img_size={side}", f"batch_size={size['loader_batch']}",
                       "aa=rand-m9-mstd0.5-inc1", f"device={'cuda' if mode == 'gpu' else 'cpu'}"])  # fmt: skip
+    workers, batches, rounds = size["loader_workers"], size["loader_batches"], 3
     with tempfile.TemporaryDirectory(prefix="transmix-gpu-check-") as tmp:
-        tree = loader_bench.generated_tree(Path(tmp)) if mode == "gpu" else make_class_folders(tmp, 2, (24, 1), 40)
-        rows = loader_bench.bench_loader(cfg.replace(data_dir=str(tree)), size["loader_workers"], batches=5, rounds=2)
+        if mode == "gpu":
+            tree = loader_bench.generated_tree(Path(tmp), loader_bench.images_needed(cfg, workers, batches, rounds))
+        else:
+            tree = make_class_folders(tmp, 2, (24, 1), 40)
+        rows = loader_bench.bench_loader(cfg.replace(data_dir=str(tree)), workers, batches, rounds)
     bench_mod.write_csv(rows, out / "loader.csv")
     return {"ok": True, "images_per_second": {r.workers: [round(v) for v in (r.images_per_second, r.low, r.high)]
                                               for r in rows}}  # fmt: skip
