@@ -1,6 +1,6 @@
 """The prepared GPU check: every GPU path of the package, in one unattended run that leaves its results in one folder.
 
-    python -m transmix.gpu_check OUTDIR          on a machine with a CUDA device (about 6 to 8 minutes on one H100)
+    python -m transmix.gpu_check OUTDIR          on a machine with a CUDA device (4 min 20 s on one H200)
     python -m transmix.gpu_check OUTDIR --cpu    the same steps at toy size on the CPU (the tests run this)
 
 Run it from the source tree (``PYTHONPATH=.``; the tests of step 2 live in ``tests/``). It needs torch, timm, numpy,
@@ -59,7 +59,12 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("out", type=Path, help="folder for every result (made if missing)")
     parser.add_argument("--cpu", action="store_true", help="toy sizes on the CPU, to check the check itself")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: print the results already in OUT as the README's markdown")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.report:
+        print(report(args.out), end="")
+        return 0
     mode = "cpu" if args.cpu else "gpu"
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -205,6 +210,36 @@ def train_check(out: Path, mode: str) -> dict[str, Any]:
     (out / "train.json").write_text(json.dumps(result, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def report(folder: Path) -> str:
+    """A results folder of this check as markdown: what ran where, the bench table, the loader and the training."""
+    import csv
+
+    summary = json.loads((folder / "summary.json").read_text())
+    env = summary["environment"]
+    lines = [f"{env['device']} ({env.get('nvidia_smi', '')}), torch {env['torch']}, timm {env['timm']}, "
+             f"revision {env['git_sha'][:7]}: device-path tests {summary['tests']['result']}.", "",
+             "| mode | column | ms/step | images/s | vs deit [95% CI] | timm/this [95% CI] | peak MB | TFLOP/s | "
+             "of bf16 peak |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in csv.DictReader((folder / "bench.csv").open()):
+        f = {k: float(v) for k, v in r.items() if k.startswith(("vs_", "speedup", "ms_", "images", "peak", "ach"))}
+        lines.append(f"| {r['mode']} {r['precision']} | {r['column']} | {f['ms_per_step']:.2f} | "
+                     f"{f['images_per_second']:.0f} | {f['vs_deit']:.3f} [{f['vs_deit_low']:.3f}, "
+                     f"{f['vs_deit_high']:.3f}] | {f['speedup_vs_timm']:.3f} [{f['speedup_vs_timm_low']:.3f}, "
+                     f"{f['speedup_vs_timm_high']:.3f}] | {f['peak_memory_mb']:.0f} | {f['achieved_tflops']:.1f} | "
+                     f"{f['peak_fraction']:.1%} |")  # fmt: skip
+    loader = [f"{r['workers']}: {float(r['images_per_second']):.0f} [{float(r['low']):.0f}, {float(r['high']):.0f}]"
+              for r in csv.DictReader((folder / "loader.csv").open())]  # fmt: skip
+    train = summary["train"]
+    speeds = sorted(train["images_per_second"])
+    lines += ["", "Loader alone, images/s by workers [95% CI]: " + "; ".join(loader) + ".",
+              f"Training ({'passed' if train['ok'] else 'FAILED'}): loss {train['train_loss'][0]} in the first "
+              f"epoch, {train['train_loss'][-1]} in the last of {len(train['train_loss'])}; median "
+              f"{speeds[len(speeds) // 2]} images/s; SIGTERM exit {train['first_exit']}, stopped at epoch "
+              f"{'/step '.join(train['stopped_at'] or ['?'])}, resumed at "
+              f"{'/step '.join(train['resumed_at'] or ['none'])}, resumed exit {train['second_exit']}."]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def _stopped_at(log: str) -> list[str] | None:
