@@ -181,7 +181,11 @@ class _Capture:
         ``box_to_grid``)."""
         if self.attn is None:
             raise RuntimeError("no attention captured yet: run a forward pass with `enabled = True` first")
-        return attention_lam(self.attn, box_mask(box, image_size, self.grid, how, self.stride, self.centered))
+        return attention_lam(self.attn, self.pasted(box, image_size, how))
+
+    def pasted(self, box: Box, image_size: tuple[int, int], how: str) -> torch.Tensor:
+        """The pasted ``box`` on this capture's token grid, flattened, as :meth:`lam` weighs the attention."""
+        return box_mask(box, image_size, self.grid, how, self.stride, self.centered)
 
 
 class ClassAttention(_Capture):

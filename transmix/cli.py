@@ -130,6 +130,14 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summarize(args: argparse.Namespace) -> int:
+    from transmix.report import summarize
+    from transmix.results import read
+
+    print(summarize(read(args.table), args.treatment, args.baseline), end="")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     cfg = config_mod.load(None, [f"model={args.model}", f"batch_size={args.batch_size}", *args.set])
     modes, precisions = (
@@ -291,6 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-paper", action="store_true", help="leave out the published numbers")
     p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser(
+        "summarize",
+        help="a study's headline tables as markdown",
+        description="Print a study's tables from its results.csv alone: top-1 per method with the paired difference "
+        "and its 95% t-interval, each robustness suite's paired difference, each ablation point's change. The "
+        "README's study tables are this output (a test compares them).",
+    )
+    p.add_argument("table", type=Path, help="a study's results.csv")
+    p.add_argument("--treatment", default="transmix", help="the method paired against --baseline (default transmix)")
+    p.add_argument("--baseline", default="deit", help="default deit")
+    p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser(
         "bench",

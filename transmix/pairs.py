@@ -25,8 +25,9 @@ class Pair:
     """One CutMix pair: ``mixed`` is ``image_a`` with ``box`` pasted from ``image_b``.
 
     ``lam_area`` and ``lam_attn`` are the weights of ``label_a`` by pasted area and by the class token's attention;
-    ``attention`` is that attention over the token grid, ``(gh, gw)``, normalised over patches. ``class_a`` and
-    ``class_b`` name the labels (Fashion-MNIST's classes, or the class folders).
+    ``attention`` is that attention over the token grid, ``(gh, gw)``, normalised over patches, and ``pasted`` the
+    box on that grid as the label reads it (the run's ``box_to_grid``: 1 for a pasted token, a fraction with
+    ``area``). ``class_a`` and ``class_b`` name the labels (Fashion-MNIST's classes, or the class folders).
     """
 
     image_a: torch.Tensor  # images as matplotlib shows them: (H, W) grey or (H, W, 3) in [0, 1]
@@ -38,6 +39,7 @@ class Pair:
     class_b: str
     box: tuple[int, int, int, int]
     attention: torch.Tensor
+    pasted: torch.Tensor
     lam_area: float
     lam_attn: float
 
@@ -84,6 +86,7 @@ def cutmix_pairs(
                 class_b=names[int(y[1])],
                 box=mixed.box,
                 attention=(attn / attn.sum()).view(capture.grid).cpu(),
+                pasted=capture.pasted(mixed.box, tuple(x.shape[-2:]), cfg.box_to_grid).view(capture.grid).cpu(),
                 lam_area=mixed.lam_area,
                 lam_attn=float(capture.lam(mixed.box, tuple(x.shape[-2:]), cfg.box_to_grid)[0]),
             )

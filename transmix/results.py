@@ -220,12 +220,12 @@ def git_sha(cwd: str | Path | None = None) -> str:
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def save_figure(fig: Any, directory: str | Path, name: str) -> Path | None:
+def save_figure(fig: Any, directory: str | Path, name: str) -> None:
     """Keep a notebook's figure as ``<directory>/<name>.png`` (nothing when ``directory`` is empty), so that
-    ``snakemake --report`` can collect every figure beside the rendered notebooks."""
+    ``snakemake --report`` can collect every figure beside the rendered notebooks. It returns nothing, so a cell
+    that ends with it prints no stray value on the page."""
     if not directory:
-        return None
+        return
     path = Path(directory) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path

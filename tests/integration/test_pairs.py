@@ -32,6 +32,8 @@ def test_pairs_carry_the_training_rule(run_dir) -> None:
         # PVT-v2: stride 8 with centred tokens, as its training mapped the box
         mask = box_mask(pair.box, (28, 28), (4, 4), "release", (8, 8), True)
         assert pair.lam_attn == pytest.approx(float(attention_lam(pair.attention.view(1, -1), mask)[0]), abs=1e-6)
+        assert torch.equal(pair.pasted, mask.view(4, 4))  # the grid box notebook 04 draws is the one the label read
+        assert pair.lam_attn == pytest.approx(1 - float((pair.attention * pair.pasted).sum()), abs=1e-5)
         pasted = pair.mixed[yl:yh, xl:xh]
         assert pair.mixed.shape == (28, 28) and 0 <= float(pasted.min()) <= float(pasted.max()) <= 1
     again = cutmix_pairs(run_dir, 6, seed=3, variant="raw")

@@ -42,7 +42,7 @@ def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
     assert (table.source == "paper").sum() > 0
 
     figures = {
-        "01_main_results": {"top1_by_method"},
+        "01_main_results": {"top1_by_method", "scale_ladder"},
         "02_robustness": {"occlusion", "shuffle", "corruption"},
         "03_ablations": {"ablation_axes"},
         "04_attention_vs_area": {"fig1_pairs", "area_vs_attention", "gap_during_training"},
@@ -55,8 +55,20 @@ def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
         assert any("image/png" in o.get("data", {}) for o in outputs), f"{name}: a figure was rendered"
         saved = {p.stem for p in (cwd / f"results/smoke/figures/{name}").glob("*.png")}
         assert expected <= saved, (name, saved)
+        # The page a reviewer reads: prose, the setup, tables, figures and a conclusion; no code, no stderr, no
+        # warning, no path of this machine. The log papermill and nbconvert leave has no parameter complaint.
+        page = (cwd / f"results/smoke/notebooks/{name}.html").read_text()
+        visible = re.sub(r"<(style|script)\b.*?</\1>", "", page, flags=re.S)
+        assert "jp-InputArea-editor" not in visible, f"{name}: code on the page"
+        assert "application/vnd.jupyter.stderr" not in visible, f"{name}: stderr on the page"
+        assert not re.search(r"\w*Warning\b", visible), (name, re.findall(r".{80}Warning.{80}", visible))
+        assert str(cwd) not in visible and "/tmp/" not in visible and "site-packages" not in visible, name
+        assert 'id="Setup"' in visible and 'id="Conclusion"' in visible, name
+        log = (cwd / f"results/smoke/logs/notebooks/{name}.log").read_text()
+        assert "Unable to parse" not in log and "unknown parameter" not in log, log
     html = (cwd / "results/smoke/notebooks/01_main_results.html").read_text()
-    assert "transmix" in html and "DeiT-S" in html
+    assert "transmix" in html and "DeiT-S" in html and "no difference shown" in html
+    assert "this study" in html and "mergemix" in html  # the scale ladder: our rung beside the published ones
 
     # Notebook 01 pairs against the study's baseline; with one method it renders without the paired parts.
     import papermill
@@ -64,7 +76,7 @@ def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
     alone = cwd / "transmix_only.csv"
     write(table[(table.source == "paper") | (table.method != "deit")], alone)  # as collect writes a one-method study
     cases = {
-        (alone, "deit"): "methods ['transmix']: no other method to pair against 'deit'",
+        (alone, "deit"): "Methods ['transmix']: no other method to pair against `deit`.",
         (cwd / "results/smoke/results.csv", "transmix"): "deit  transmix",
     }  # method, baseline columns
     for (csv, baseline), expected in cases.items():
@@ -72,8 +84,9 @@ def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
             str(cwd / "notebooks/01_main_results.ipynb"), str(cwd / "01.ipynb"), progress_bar=False, cwd=str(cwd),
             parameters={"results_csv": str(csv), "study": "smoke", "baseline": baseline},
         )  # fmt: skip
-        texts = [o.get("text", "") + o.get("data", {}).get("text/plain", "") for c in executed["cells"]
-                 for o in c.get("outputs", [])]  # fmt: skip
+        outputs = [o for c in executed["cells"] for o in c.get("outputs", [])]
+        texts = [o.get("text", "") + "".join(o.get("data", {}).get(k, "") for k in ("text/plain", "text/markdown"))
+                 for o in outputs]  # fmt: skip
         assert any(expected in text for text in texts), texts
 
     again = snakemake(cwd, "--cores", "2", "--configfile", "workflow/config/smoke.yaml")

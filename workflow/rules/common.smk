@@ -91,14 +91,13 @@ PAIRED = ("01_main_results", "02_robustness")  # notebooks that pair every metho
 
 
 def notebook_args(wildcards):
-    """papermill parameters: the study's table, and the runs' directory for the notebooks that read it."""
+    """papermill parameters: the study's table and the runs' directory (each page's setup reads it)."""
     base = f"results/{wildcards.study}"
     args = f"-p results_csv {shlex.quote(f'{base}/results.csv')} -p study {shlex.quote(STUDY.name)}"
     args += f" -p figures_dir {shlex.quote(f'{base}/figures/{wildcards.name}')}"
     if wildcards.name in PAIRED:
         args += f" -p baseline {shlex.quote(STUDY.baseline)}"
-    if wildcards.name in ON_RUNS:
-        args += f" -p runs_dir {shlex.quote(f'{base}/train')}"
+    args += f" -p runs_dir {shlex.quote(f'{base}/train')}"  # every page's setup reads the runs' resolved configs
     if wildcards.name == "03_ablations":  # the study's own value of each axis: the reference point on every plot
         own = {key: STUDY.default(key) for key in STUDY.ablations["axes"]}
         args += f" -y {shlex.quote(json.dumps({'axis_defaults': own}))}"

@@ -1,5 +1,6 @@
 rule notebook:
-    """Execute a notebook on the study's table with papermill, render it to HTML, keep its figures as PNG."""
+    """Execute a notebook on the study's table with papermill, render it to HTML without its code (the executed
+    .ipynb beside it keeps the code), keep its figures as PNG."""
     input:
         notebook_inputs,
     output:
@@ -26,4 +27,4 @@ rule notebook:
         "../../environment.yml"
     shell:
         "(mkdir -p {output.figures:q} && papermill {params.notebook:q} {output.ipynb:q} --cwd . {params.args} "
-        "&& jupyter nbconvert --to html --output-dir {params.outdir:q} {output.ipynb:q}) > {log:q} 2>&1"
+        "&& jupyter nbconvert --to html --no-input --output-dir {params.outdir:q} {output.ipynb:q}) > {log:q} 2>&1"

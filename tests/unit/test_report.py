@@ -1,0 +1,62 @@
+"""The pages' setup tables and conclusions: read from the runs and chosen by the intervals, never typed."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+
+from transmix.report import published_gains, setup, verdict
+from transmix.results import paper
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "n", "expected"),
+    [
+        (0.1, 0.9, 5, "**higher** by +0.50 points"),
+        (-0.9, -0.1, 5, "**lower** by +0.50 points"),  # the sign is the mean's; here the mean is given as +0.5
+        (-0.3, 0.9, 5, "**no difference shown**"),
+        (float("nan"), float("nan"), 1, "too few for an interval"),
+    ],
+)
+def test_the_interval_picks_the_sentence(low, high, n, expected) -> None:
+    text = verdict("transmix − deit", 0.5, low, high, n)
+    assert expected in text
+    if n > 1:
+        assert f"over {n} seeds [{low:+.2f}, {high:+.2f}]" in text
+
+
+def test_published_gains_pair_rows_of_one_source_dataset_model_and_epochs() -> None:
+    gains = published_gains(paper())
+    deit_s = gains[(gains.source == "transmix-paper") & (gains.model == "DeiT-S")]
+    assert deit_s.difference.round(2).tolist() == [0.9]  # 80.7 - 79.8, both rows from PAPER.md's table
+    cifar = gains[(gains.source == "openmixup") & (gains.epochs == 600)]
+    assert cifar.difference.round(2).tolist() == [-0.05]  # an independent re-run where TransMix did not help
+    assert not gains.difference.isna().any() and (gains.reference.str.len() > 0).all()
+    # a model with one published method (PVT-T: TransMix only) has no difference to show
+    assert "PVT-T (v1)" not in set(gains.model)
+
+
+def _rows(run_id: str, method: str, seed: int) -> dict:
+    return dict(study="s", run_id=run_id, dataset="fashion_mnist", model="vit_micro_patch4_28", method=method,
+                ablation="", seed=seed, suite="clean", n=10000, git_sha="abcdef0123",
+                package_version="0.1.0")  # fmt: skip
+
+
+def test_setup_reads_each_run_config_and_says_what_it_could_not(tmp_path) -> None:
+    measured = pd.DataFrame([_rows(f"m__{m}__s{s}", m, s) for m in ("deit", "transmix") for s in (0, 1)])
+    run = tmp_path / "m__transmix__s0"
+    run.mkdir()
+    config = {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "epochs": 7, "cooldown_epochs": 3, "batch_size": 64,
+              "lr": 0.002, "switch_prob": 0.5, "ema_decay": 0.99}  # fmt: skip
+    resolved = {"config": config, "effective": {"train_images": 60000}, "environment": {"torch": "2.x", "timm": "1.y"}}
+    (run / "config.resolved.yaml").write_text(yaml.safe_dump(resolved))
+    table = setup(measured, tmp_path, "ema", confidence=0.95)
+    assert list(table.columns) == ["deit", "transmix"]
+    transmix, deit = table["transmix"], table["deit"]
+    assert transmix["epochs (incl. cooldown)"] == 10 and transmix["training images"] == 60000
+    assert transmix["mixup / cutmix alpha"] == "0.8 / 1.0" and transmix["torch / timm"] == "2.x / 1.y"
+    assert deit["peak lr"] == "not recorded" and deit["torch / timm"] == "not recorded"  # its folder is absent
+    assert transmix["seeds"] == "0, 1" and transmix["package, revision"] == "0.1.0, abcdef0"
+    assert transmix["confidence"] == "0.95" and transmix["weights shown"] == "ema"
+    assert (setup(measured, None, "raw").loc["peak lr"] == "not recorded").all()

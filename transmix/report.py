@@ -1,0 +1,150 @@
+"""What every rendered notebook says beside its figures: the setup it shows, and conclusions the intervals choose.
+
+Reviewers read the HTML pages, not the code (the pages hide it). So each page opens with the setup of the runs it
+shows, read from the runs' own ``config.resolved.yaml`` (the config as trained, with the versions that trained it),
+and ends with sentences picked by the intervals: a difference is called higher or lower only when its interval
+excludes zero, so no sentence is typed for one result and a rerun with other numbers says what those show.
+:func:`summarize` prints a study's headline tables for the README (``transmix summarize``) from its table alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from transmix.checkpoint import RESOLVED
+
+# The settings a reader needs to place a result: (label, key of the resolved config or of its "effective" part).
+SETTINGS = (
+    ("dataset", "dataset"),
+    ("model", "model"),
+    ("training images", "train_images"),
+    ("epochs (incl. cooldown)", "total_epochs"),
+    ("batch size", "batch_size"),
+    ("peak lr", "lr"),
+    ("mixup / cutmix alpha", "alphas"),
+    ("P(CutMix) when both", "switch_prob"),
+    ("EMA decay", "ema_decay"),
+)
+
+
+def setup(measured: pd.DataFrame, runs_dir: str | Path | None, variant: str, **page: Any) -> pd.DataFrame:
+    """One column per model and method of the study's main runs, one row per setting: what was trained, on what,
+    evaluated on how many images, with which seeds, code and versions; ``page`` adds the page's own parameters
+    (weights shown, confidence, ...). Without the runs' folders the training settings read "not recorded"."""
+    main = measured[(measured.ablation == "") & measured.suite.isin(["clean"])]
+    columns = {}
+    for (model, method), runs in main.groupby(["model", "method"], sort=False):
+        first = _resolved(runs_dir, runs.run_id.iloc[0])
+        values: dict[str, Any] = {label: _setting(first, key) for label, key in SETTINGS}
+        values.update(dataset=runs.dataset.iloc[0], model=model)
+        values["test images evaluated"] = _joined(runs.n.dropna().astype(int))
+        values["seeds"] = _joined(runs.seed.astype(int))
+        env = first.get("environment", {}) if first else {}
+        values["torch / timm"] = f"{env['torch']} / {env['timm']}" if env else "not recorded"
+        values["package, revision"] = f"{runs.package_version.iloc[0]}, {_joined(runs.git_sha.str[:7])}"
+        values.update({name: str(value) for name, value in page.items()})
+        values["weights shown"] = variant
+        columns[f"{model}\n{method}" if main.model.nunique() > 1 else method] = values
+    return pd.DataFrame(columns).rename_axis("setting")
+
+
+def _resolved(runs_dir: str | Path | None, run_id: str) -> dict[str, Any] | None:
+    path = Path(runs_dir) / run_id / RESOLVED if runs_dir else None
+    return yaml.safe_load(path.read_text()) if path is not None and path.exists() else None
+
+
+def _setting(resolved: dict[str, Any] | None, key: str) -> Any:
+    if resolved is None:
+        return "not recorded"
+    config, effective = resolved["config"], resolved.get("effective", {})
+    if key == "alphas":
+        return f"{config['mixup_alpha']} / {config['cutmix_alpha']}"
+    if key == "total_epochs":
+        return config["epochs"] + config.get("cooldown_epochs", 0)
+    return effective.get(key, config.get(key, "not recorded"))
+
+
+def _joined(values: pd.Series) -> str:
+    return ", ".join(str(v) for v in sorted(values.unique()))
+
+
+def verdict(what: str, mean: float, low: float, high: float, n: int, unit: str = "points", level: float = 0.95) -> str:
+    """One sentence on a difference from its interval: higher or lower only when the interval excludes zero."""
+    interval = f"{level:.0%} t-interval over {n} seeds [{low:+.2f}, {high:+.2f}]"
+    if n < 2 or pd.isna(low):
+        return f"{what}: {mean:+.2f} {unit} from {n} seed(s), too few for an interval; nothing is concluded."
+    if low > 0:
+        return f"{what} is **higher** by {mean:+.2f} {unit} ({interval}, excluding zero)."
+    if high < 0:
+        return f"{what} is **lower** by {mean:+.2f} {unit} ({interval}, excluding zero)."
+    return f"{what}: {mean:+.2f} {unit}, **no difference shown** ({interval} includes zero)."
+
+
+def published_gains(paper: pd.DataFrame, treatment: str = "transmix", baseline: str = "deit") -> pd.DataFrame:
+    """``treatment - baseline`` top-1 for every published pair of rows (same source, dataset, model and epochs),
+    with where it was reported: the rungs of the scale ladder that other people measured."""
+    rows = paper[(paper.suite == "clean") & (paper.metric == "top1")]
+    rows = rows.assign(source=rows.run_id.str.split("__").str[0])
+    keys = ["source", "dataset", "model", "epochs"]
+    wide = rows.pivot_table(index=keys, columns="method", values="value", aggfunc="first", sort=False)
+    if not {treatment, baseline} <= set(wide.columns):
+        return pd.DataFrame(columns=[*keys, "difference", "reference"])
+    gains = (wide[treatment] - wide[baseline]).dropna().rename("difference").reset_index()
+    reference = rows[rows.method == treatment].drop_duplicates(keys).set_index(keys).reference
+    return gains.join(reference, on=keys)
+
+
+CLEAN_LEVELS = {"occlusion": 0.0, "shuffle": 1.0}  # the level of a suite that leaves the image as it was
+
+
+def _ci(row: pd.Series) -> str:
+    return f"{row['mean']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}]".replace("-", "−")
+
+
+def summarize(table: pd.DataFrame, treatment: str = "transmix", baseline: str = "deit") -> str:
+    """A study's headline tables as markdown, from its tidy table alone: top-1 per method with the paired difference,
+    each robustness suite's paired difference (mean over the suite's levels that change the image), and each
+    ablation point's change against the study's own runs. The README shows these as printed."""
+    from transmix.stats import paired, t_interval
+
+    ours = table[table.source == "ours"]
+    clean = ours[(ours.suite == "clean") & (ours.metric == "top1")]
+    main = clean[clean.ablation == ""]
+    parts = [f"Top-1 (%) on {_joined(main.n.astype(int))} test images, mean ± sd over seeds; {treatment} − "
+             f"{baseline} paired by seed, 95% t-interval:", "",
+             f"| model | weights | {baseline} | {treatment} | {treatment} − {baseline} [95% CI] | seeds {treatment} won |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    spread = main.groupby(["model", "variant", "method"]).value.agg(["mean", "std"])
+    for (model, variant), row in paired(main, ["model", "variant"], treatment, baseline).iterrows():
+        a, b = spread.loc[(model, variant, baseline)], spread.loc[(model, variant, treatment)]
+        parts.append(f"| {model} | {variant} | {a['mean']:.2f} ± {a['std']:.2f} | {b['mean']:.2f} ± {b['std']:.2f} | "
+                     f"{_ci(row)} | {int(row.wins)} of {int(row.n)} |")  # fmt: skip
+    rob = ours[~ours.suite.isin(["clean", "history", "best_epoch"]) & (ours.ablation == "") & (ours.variant == "ema")]
+    rob = rob[[CLEAN_LEVELS.get(s) != v for s, v in zip(rob.suite, rob.level, strict=True)]]
+    if len(rob):
+        family = rob.suite.where(~rob.suite.isin(["adversarial", "natural", "ood"]), rob.suite + "/" + rob.setting)
+        name = family.where(rob.metric == "top1", family + " " + rob.metric)
+        per_seed = rob.assign(suite=name).groupby(["model", "suite", "method", "seed"]).value.mean().reset_index()
+        diff = paired(per_seed, ["model", "suite"], treatment, baseline).reset_index()
+        columns = sorted(diff.suite.unique())
+        parts += ["", f"Robustness, EMA weights: each suite's mean over its levels that change the image, per seed; "
+                  f"{treatment} − {baseline} paired by seed, 95% t-interval:", "",
+                  "| model | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]  # fmt: skip
+        for model, rows in diff.groupby("model"):
+            cells = rows.set_index("suite")
+            parts.append(f"| {model} | " + " | ".join(_ci(cells.loc[c]) if c in cells.index else "" for c in columns)
+                         + " |")  # fmt: skip
+    points = clean[(clean.ablation != "") & (clean.variant == "ema")]
+    if len(points):
+        own = main[main.variant == "ema"].set_index(["model", "method", "seed"]).value.sort_index()
+        parts += ["", "Ablations, EMA weights: change against the study's own runs, paired by seed, 95% t-interval:",
+                  "", "| point | model | method | seeds | change [95% CI] |", "|---|---|---|---|---|"]  # fmt: skip
+        for (point, model, method), runs in points.groupby(["ablation", "model", "method"]):
+            diff = runs.set_index("seed").value - own.loc[(model, method)]
+            stat = t_interval(diff.dropna())
+            parts.append(f"| {point} | {model} | {method} | {int(stat.n)} | {_ci(stat)} |")
+    return "\n".join(parts) + "\n"
