@@ -31,15 +31,25 @@ SETTINGS = (
 )
 
 
-def setup(measured: pd.DataFrame, runs_dir: str | Path | None, variant: str, **page: Any) -> pd.DataFrame:
+def setup(measured: pd.DataFrame, runs_dir: str | Path | None, variant: str, study_config: str | Path | None = None,
+          **page: Any) -> pd.DataFrame:  # fmt: skip
     """One column per model and method of the study's main runs, one row per setting: what was trained, on what,
     evaluated on how many images, with which seeds, code and versions; ``page`` adds the page's own parameters
-    (weights shown, confidence, ...). Without the runs' folders the training settings read "not recorded"."""
+    (weights shown, confidence, ...).
+
+    The settings come from each run's folder. Where the folders are gone (a table rendered again elsewhere), a
+    ``study_config`` gives them as that file resolves them now, and the table says so; without either they read
+    "not recorded"."""
     main = measured[(measured.ablation == "") & measured.suite.isin(["clean"])]
+    study = _study(study_config)
     columns = {}
     for (model, method), runs in main.groupby(["model", "method"], sort=False):
         first = _resolved(runs_dir, runs.run_id.iloc[0])
+        source = "the runs' config.resolved.yaml"
+        if first is None and study is not None:
+            first, source = _from_study(study, runs.run_id.iloc[0]), f"{study_config} (the run folders were not kept)"
         values: dict[str, Any] = {label: _setting(first, key) for label, key in SETTINGS}
+        values["settings read from"] = source if first is not None else "not recorded"
         values.update(dataset=runs.dataset.iloc[0], model=model)
         values["test images evaluated"] = _joined(runs.n.dropna().astype(int))
         values["seeds"] = _joined(runs.seed.astype(int))
@@ -50,6 +60,22 @@ def setup(measured: pd.DataFrame, runs_dir: str | Path | None, variant: str, **p
         values["weights shown"] = variant
         columns[f"{model}\n{method}" if main.model.nunique() > 1 else method] = values
     return pd.DataFrame(columns).rename_axis("setting")
+
+
+def _study(path: str | Path | None) -> Any:
+    if not path:
+        return None
+    from transmix.study import Study
+
+    return Study(yaml.safe_load(Path(path).read_text()))
+
+
+def _from_study(study: Any, run_id: str) -> dict[str, Any]:
+    """A run's settings as the study file resolves them, in the shape of ``config.resolved.yaml``."""
+    from transmix.config import from_dict
+
+    config = from_dict(study.settings(run_id)).to_dict()
+    return {"config": config, "effective": {"train_images": config.get("train_subset") or "all"}}
 
 
 def _resolved(runs_dir: str | Path | None, run_id: str) -> dict[str, Any] | None:
@@ -78,9 +104,9 @@ def verdict(what: str, mean: float, low: float, high: float, n: int, unit: str =
     if n < 2 or pd.isna(low):
         return f"{what}: {mean:+.2f} {unit} from {n} seed(s), too few for an interval; nothing is concluded."
     if low > 0:
-        return f"{what} is **higher** by {mean:+.2f} {unit} ({interval}, excluding zero)."
+        return f"{what} is **higher**: by {mean:.2f} {unit} ({interval}, excluding zero)."
     if high < 0:
-        return f"{what} is **lower** by {mean:+.2f} {unit} ({interval}, excluding zero)."
+        return f"{what} is **lower**: by {-mean:.2f} {unit} ({interval}, excluding zero)."
     return f"{what}: {mean:+.2f} {unit}, **no difference shown** ({interval} includes zero)."
 
 
@@ -116,8 +142,8 @@ def summarize(table: pd.DataFrame, treatment: str = "transmix", baseline: str = 
     main = clean[clean.ablation == ""]
     parts = [f"Top-1 (%) on {_joined(main.n.astype(int))} test images, mean ± sd over seeds; {treatment} − "
              f"{baseline} paired by seed, 95% t-interval:", "",
-             f"| model | weights | {baseline} | {treatment} | {treatment} − {baseline} [95% CI] | seeds {treatment} won |",
-             "|---|---|---|---|---|---|"]  # fmt: skip
+             f"| model | weights | {baseline} | {treatment} | {treatment} − {baseline} [95% CI] "
+             f"| seeds {treatment} won |", "|---|---|---|---|---|---|"]  # fmt: skip
     spread = main.groupby(["model", "variant", "method"]).value.agg(["mean", "std"])
     for (model, variant), row in paired(main, ["model", "variant"], treatment, baseline).iterrows():
         a, b = spread.loc[(model, variant, baseline)], spread.loc[(model, variant, treatment)]

@@ -11,16 +11,16 @@ from transmix.results import paper
 
 
 @pytest.mark.parametrize(
-    ("low", "high", "n", "expected"),
+    ("mean", "low", "high", "n", "expected"),
     [
-        (0.1, 0.9, 5, "**higher** by +0.50 points"),
-        (-0.9, -0.1, 5, "**lower** by +0.50 points"),  # the sign is the mean's; here the mean is given as +0.5
-        (-0.3, 0.9, 5, "**no difference shown**"),
-        (float("nan"), float("nan"), 1, "too few for an interval"),
+        (0.5, 0.1, 0.9, 5, "is **higher**: by 0.50 points"),
+        (-0.5, -0.9, -0.1, 5, "is **lower**: by 0.50 points"),
+        (0.3, -0.3, 0.9, 5, "+0.30 points, **no difference shown**"),
+        (0.5, float("nan"), float("nan"), 1, "too few for an interval"),
     ],
 )
-def test_the_interval_picks_the_sentence(low, high, n, expected) -> None:
-    text = verdict("transmix − deit", 0.5, low, high, n)
+def test_the_interval_picks_the_sentence(mean, low, high, n, expected) -> None:
+    text = verdict("transmix − deit", mean, low, high, n)
     assert expected in text
     if n > 1:
         assert f"over {n} seeds [{low:+.2f}, {high:+.2f}]" in text
@@ -60,3 +60,16 @@ def test_setup_reads_each_run_config_and_says_what_it_could_not(tmp_path) -> Non
     assert transmix["seeds"] == "0, 1" and transmix["package, revision"] == "0.1.0, abcdef0"
     assert transmix["confidence"] == "0.95" and transmix["weights shown"] == "ema"
     assert (setup(measured, None, "raw").loc["peak lr"] == "not recorded").all()
+
+
+def test_without_run_folders_the_study_file_gives_the_settings_and_says_so(tmp_path) -> None:
+    study = tmp_path / "study.yaml"
+    values = {"study": "s", "models": ["vit_micro_patch4_28"], "methods": ["deit", "transmix"], "seeds": [0, 1],
+              "train": {"epochs": 3, "lr": 0.004, "train_subset": 800}}  # fmt: skip
+    study.write_text(yaml.safe_dump(values))
+    measured = pd.DataFrame([_rows(f"vit_micro_patch4_28__{m}__s{s}", m, s) for m in ("deit", "transmix")
+                             for s in (0, 1)])  # fmt: skip
+    table = setup(measured, tmp_path / "gone", "ema", study_config=study)
+    assert (table.loc["peak lr"] == 0.004).all() and (table.loc["training images"] == 800).all()
+    assert table.loc["settings read from"].str.contains("run folders were not kept").all()
+    assert (table.loc["torch / timm"] == "not recorded").all()  # versions live only in the run folders
