@@ -67,6 +67,12 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"{args.root}: {counts['train']} train and {counts['val']} val images of {counts['classes']} classes; "
               "every one decodes")  # fmt: skip
         return 0
+    if args.dataset != "fashion_mnist":
+        from transmix.data.cifar import prepare_cifar
+
+        root = prepare_cifar(args.dataset, args.root, source=args.source, download=not args.no_download)
+        print(f"{args.dataset} ready as class folders in {root}")
+        return 0
     from transmix.data.prepare import prepare_fashion_mnist
 
     raw = prepare_fashion_mnist(args.root, source=args.source, download=not args.no_download)
@@ -185,9 +191,10 @@ def _choices(flag: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 def cmd_cost(args: argparse.Namespace) -> int:
     if args.tflops <= 0:
         raise config_mod.ConfigError(f"--tflops {args.tflops} must be > 0")
-    from transmix.cost import format_table, study_cost
+    from transmix.cost import format_table, study_cost, train_images
 
-    print(format_table(study_cost(args.config, args.tflops, args.images), args.tflops, args.images))
+    images = args.images or train_images(args.config)
+    print(format_table(study_cost(args.config, args.tflops, images), args.tflops, images))
     return 0
 
 
@@ -212,13 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "data",
-        help="prepare Fashion-MNIST, or --check an ImageFolder",
+        help="prepare Fashion-MNIST or CIFAR, or --check an ImageFolder",
         description="Put Fashion-MNIST where `transmix train` reads it (torchvision's layout under ROOT); with "
-        "--check, decode every image of an ImageFolder (ROOT/train/<class>/*, ROOT/val/<class>/*) and fail listing "
-        "each file that does not decode.",
+        "--dataset cifar10|cifar100, write CIFAR as class folders under ROOT (from torchvision's files in ROOT or "
+        "--source, or downloaded); with --check, decode every image of an ImageFolder (ROOT/train/<class>/*, "
+        "ROOT/val/<class>/*) and fail listing each file that does not decode.",
     )
     p.add_argument("--root", default="data", help="dataset folder (config key data_dir; default: data)")
-    p.add_argument("--source", help="a folder holding the four *-ubyte.gz files (default: Debian's package)")
+    p.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "cifar10", "cifar100"],
+                   help="what to prepare (default: fashion_mnist)")  # fmt: skip
+    p.add_argument("--source", help="a folder holding the four *-ubyte.gz files (default: Debian's package), or "
+                   "for CIFAR the folder holding torchvision's cifar-100-python/ or cifar-10-batches-py/")  # fmt: skip
     p.add_argument("--no-download", action="store_true", help="never try torchvision's downloader")
     p.add_argument("--check", action="store_true", help="check the ImageFolder at ROOT (dataset=imagefolder)")
     p.add_argument("--workers", type=int, help="decoding threads for --check (default: all cores)")
@@ -382,8 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", required=True, type=Path, help="a study config, e.g. workflow/config/imagenet.yaml")
     p.add_argument("--tflops", type=float, required=True, help="sustained training TFLOP/s of one GPU")
-    p.add_argument("--images", type=int, default=IMAGENET_TRAIN_IMAGES,
-                   help="training images per epoch (default: ImageNet-1k's %(default)s)")  # fmt: skip
+    p.add_argument("--images", type=int, default=0,
+                   help=f"training images per epoch (default: CIFAR's 50000 for a CIFAR study, else ImageNet-1k's "
+                   f"{IMAGENET_TRAIN_IMAGES})")  # fmt: skip
     p.set_defaults(func=cmd_cost)
     return parser
 

@@ -26,7 +26,7 @@ __all__ = ["ConfigError", "TrainConfig", "describe", "from_dict", "load", "parse
 METHODS = ("none", "mixup", "cutmix", "deit", "transmix")  # deit = Mixup+CutMix with area labels
 BOX_TO_GRID = ("release", "area")  # how the pixel box is laid on the token grid (transmix.mixing.box_mask)
 HEADS = ("mean", "max")  # how the heads' class-token rows are combined (transmix.attention.combine)
-DATASETS = ("fashion_mnist", "imagefolder")
+DATASETS = ("fashion_mnist", "imagefolder", "cifar10", "cifar100")
 PRECISIONS = ("fp32", "bf16")
 CUTMIX_BOXES = ("timm", "release")  # CutMix box rounding: today's timm, or timm 0.5.4's (transmix.mixing.rand_box)
 INTERPOLATIONS = ("bicubic", "bilinear", "random")  # imagefolder training resize (random: per image, as released)
@@ -47,7 +47,10 @@ class TrainConfig(Strict):
     ablation: str = option("", 'the ablation point this run belongs to ("" = one of the study\'s main runs)')
     seed: int = option(0, "seeds weights, data order, augmentation and mixing")
     dataset: str = option(
-        "fashion_mnist", "fashion_mnist (in memory) | imagefolder (data_dir/{train,val}/<class>/<image>)", group="data"
+        "fashion_mnist",
+        "fashion_mnist (in memory) | imagefolder (data_dir/{train,val}/<class>/<image>) | cifar10 | "
+        "cifar100 (class folders `transmix data --dataset` writes into data_dir, then read as imagefolder)",
+        group="data",
     )
     data_dir: str = option("data", "where the dataset lives (fashion_mnist: prepared by `transmix data`)")
     train_subset: int = option(0, "use the first N training images (0 = all); fashion_mnist only")

@@ -50,6 +50,15 @@ def forward_flops(model_name: str, img_size: int, in_chans: int = 3, num_classes
     return float(counter.get_total_flops()), float(sum(p.numel() for p in model.parameters()))
 
 
+def train_images(config: str | Path) -> int:
+    """Training images per epoch of a study: CIFAR's 50,000, else ImageNet-1k's (a class-folder study's size is
+    not known without reading its tree: pass ``--images``)."""
+    from transmix.data.cifar import TRAIN_IMAGES
+
+    dataset = Study(yaml.safe_load(Path(config).read_text())).dataset
+    return TRAIN_IMAGES if dataset in ("cifar10", "cifar100") else IMAGENET_TRAIN_IMAGES
+
+
 def study_cost(config: str | Path, tflops: float, images: int = IMAGENET_TRAIN_IMAGES) -> list[Cost]:
     """GPU-hours per model of a study config, at ``tflops`` sustained training throughput (TFLOP/s)."""
     study = Study(yaml.safe_load(Path(config).read_text()))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
 from transmix.cli import main
 from transmix.cost import forward_flops, study_cost
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_vit_micro_flops_match_a_hand_count() -> None:
@@ -31,3 +35,9 @@ def test_study_cost_is_three_forwards_per_image_and_epoch(tmp_path, capsys) -> N
     assert cost.gpu_hours == pytest.approx(3 * flops * 1000 * 4 / 1e6 / 3600)
     assert main(["cost", "--config", str(path), "--tflops", "0"]) == 2
     assert "--tflops 0.0 must be > 0" in capsys.readouterr().err
+
+
+def test_a_cifar_study_counts_cifar_images(capsys) -> None:
+    assert main(["cost", "--config", str(REPO / "workflow/config/cifar100.yaml"), "--tflops", "150"]) == 0
+    out = capsys.readouterr().out
+    assert "50000 images per epoch" in out and "deit_small_patch16_224" in out

@@ -128,3 +128,16 @@ def test_dry_run_of_the_imagenet_study_needs_no_data(pipeline, snakemake, dry_ru
     for model, values in (("deit_small", "0.03 20 0.5"), ("deit_base", "0.05 5 0.8")):  # per-model overrides
         for key, value in zip(("weight_decay", "warmup_epochs", "switch_prob"), values.split(), strict=True):
             assert f"--set {key}={value} " in command[model], (model, key)
+
+
+def test_dry_run_of_the_cifar100_study_lists_its_jobs(pipeline, snakemake, dry_run_jobs) -> None:
+    result = snakemake(pipeline, "-n", "-p", "--configfile", "workflow/config/cifar100.yaml")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    runs = 5 * 3  # five mixing methods (OpenMixup's columns) x three seeds
+    assert dry_run_jobs(out) == {"all": 1, "check_tables": 1, "collect": 1, "data": 1, "evaluate": runs,
+                                 "notebook": 3, "train": runs, "total": 2 * runs + 7}  # fmt: skip
+    assert "transmix data --dataset cifar100 --root data/cifar100" in out  # the data job writes the class folders
+    trained = set(re.findall(r"results/cifar100/train/(\S+)/final\.pt", out))
+    assert trained == {f"deit_small_patch16_224__{m}__s{s}" for m in ("none", "mixup", "cutmix", "deit", "transmix")
+                       for s in (0, 1, 2)}  # fmt: skip

@@ -2,7 +2,8 @@
 
 Fashion-MNIST lives in memory as one tensor and is batched there (:mod:`transmix.data.fashion_mnist`; its files are
 put in place by :mod:`transmix.data.prepare`). ImageNet-style data is a class-folder tree read image by image
-through timm's transforms and a ``DataLoader`` (:mod:`transmix.data.imagefolder`). Work-arounds for library
+through timm's transforms and a ``DataLoader`` (:mod:`transmix.data.imagefolder`); CIFAR-10/100 are written as
+such a tree once (:mod:`transmix.data.cifar`) and read the same way. Work-arounds for library
 behaviour that would otherwise lose a run are kept apart in :mod:`transmix.data.compat`.
 
 Both answer :class:`Split` (what evaluation reads) and :class:`TrainSplit` (what the loop trains on). Each split is
@@ -85,6 +86,7 @@ def train_split(cfg: TrainConfig, part: tuple[int, int], gen: torch.Generator,
         return ShuffledBatches(data, cfg.batch_size * part[1], gen)
     from transmix.data.imagefolder import ImageFolderSplit
 
+    _check_prepared(cfg)
     return ImageFolderSplit.training(cfg, part, device)
 
 
@@ -99,6 +101,7 @@ def eval_split(cfg: TrainConfig, images: int | None = None) -> Split:
         return load_fashion_mnist(cfg.data_dir, train=False).head(images)
     from transmix.data.imagefolder import ImageFolderSplit
 
+    _check_prepared(cfg)
     return ImageFolderSplit.evaluation(cfg, images)
 
 
@@ -110,4 +113,16 @@ def class_names(cfg: TrainConfig) -> list[str]:
         return list(CLASSES)
     from transmix.data.imagefolder import image_folder_classes
 
+    _check_prepared(cfg)
     return list(image_folder_classes(cfg.data_dir))
+
+
+def _check_prepared(cfg: TrainConfig) -> None:
+    """CIFAR trains from the class folders ``transmix data --dataset`` writes: say so when they are not there."""
+    if cfg.dataset in ("cifar10", "cifar100"):
+        from transmix.data.cifar import is_prepared
+
+        if not is_prepared(cfg.data_dir):
+            raise DatasetMissing(f"data_dir {cfg.data_dir} holds no prepared {cfg.dataset}: run `transmix data "
+                                 f"--dataset {cfg.dataset} --root {cfg.data_dir}` first (it reads torchvision's "
+                                 "files there, or downloads them)")  # fmt: skip

@@ -4,6 +4,7 @@ import re
 import shlex
 from pathlib import Path
 
+from transmix.data.cifar import DONE as CIFAR_DONE
 from transmix.data.prepare import FILES
 from transmix.study import Study
 
@@ -22,6 +23,8 @@ def data_files():
     marker written once every image decoded (the tree itself may be read-only and is too big to track)."""
     if STUDY.dataset == "imagefolder":
         return [f"results/{STUDY.name}/data/imagefolder.checked"]
+    if STUDY.dataset in ("cifar10", "cifar100"):
+        return [f"{STUDY.data_dir}/{CIFAR_DONE}"]
     return [f"{STUDY.data_dir}/FashionMNIST/raw/{name}" for name in FILES]
 
 

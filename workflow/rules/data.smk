@@ -18,6 +18,27 @@ if STUDY.dataset == "imagefolder":
         shell:
             "transmix data --check --root {params.root:q} --workers {threads} > {output:q} 2> {log:q}"
 
+elif STUDY.dataset in ("cifar10", "cifar100"):
+
+    rule data:
+        """CIFAR written once as class folders of PNGs under the study's data_dir (from torchvision's files there, or
+        downloaded); the marker is written last, when the tree is complete."""
+        output:
+            data_files(),
+        params:
+            root=STUDY.data_dir,
+            dataset=STUDY.dataset,
+        log:
+            f"results/{STUDY.name}/logs/data.log",
+        threads: 1
+        resources:
+            mem_mb=data_resource("mem_mb"),
+            runtime=data_resource("runtime"),
+        conda:
+            "../../environment.yml"
+        shell:
+            "transmix data --dataset {params.dataset} --root {params.root:q} > {log:q} 2>&1"
+
 else:
 
     rule data:
