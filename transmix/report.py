@@ -124,7 +124,7 @@ def published_gains(paper: pd.DataFrame, treatment: str = "transmix", baseline: 
     return gains.join(reference, on=keys)
 
 
-CLEAN_LEVELS = {"occlusion": 0.0, "shuffle": 1.0}  # the level of a suite that leaves the image as it was
+CLEAN_LEVELS = {"occlusion": 0.0, "shuffle": 1.0, "adversarial": 0.0}  # the level that leaves the image as it was
 
 
 def _ci(row: pd.Series) -> str:

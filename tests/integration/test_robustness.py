@@ -216,4 +216,4 @@ def test_cli_writes_every_suite_for_both_variants(run_dir, tmp_path, capsys) -> 
     assert "unknown robustness protocol key `epsilon`" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["robustness", "--help"])
-    assert "adversarial_epsilons = [1/255, 2/255, 4/255, 8/255]" in capsys.readouterr().out
+    assert "adversarial_epsilons = [0.0, 1/255, 2/255, 4/255, 8/255]" in capsys.readouterr().out

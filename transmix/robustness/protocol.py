@@ -52,7 +52,9 @@ class Protocol(Strict):
         group="adversarial: untargeted L-inf attacks in pixel space [0, 1] with torchattacks",
     )
     adversarial_attacks: tuple[str, ...] = option(ATTACKS, "setting: fgsm | pgd")
-    adversarial_epsilons: tuple[float, ...] = option((1 / 255, 2 / 255, 4 / 255, 8 / 255), "level; pixel units")
+    adversarial_epsilons: tuple[float, ...] = option(
+        (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255), "level; pixel units (0: the same images unattacked, the curve's start)"
+    )
     pgd_steps: int = option(10, "PGD iterations")
     pgd_alpha: float = option(0.25, "PGD step size as a fraction of epsilon (2.5 * eps / steps, Madry et al.)")
     pgd_random_start: bool = option(True, "PGD starts at a uniform random point of the epsilon ball")
