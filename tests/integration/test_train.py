@@ -156,3 +156,14 @@ def test_evaluate_rows(finished_run) -> None:
     assert set(best.metric) == {"top1"} and (best.n == 128).all()
     first = clean(finished_run, device="cpu", images=500)  # the first 500 test images
     assert (first[first.suite == "clean"].n == 500).all()
+    # attention against area on 500 CutMix pairs per variant: the statistics notebook 04 shows for every run
+    pairs = rows[rows.suite == "attention_area"].set_index(["variant", "metric"])["value"]
+    assert sorted(pairs.index) == [(v, m) for v in ("ema", "raw") for m in ("attn_below_area", "correlation",
+                                                                             "gap_mean")]  # fmt: skip
+    assert (rows[rows.suite == "attention_area"].n == 500).all()
+    from transmix.pairs import cutmix_pairs
+
+    again = cutmix_pairs(finished_run, 500, seed=1, variant="raw")  # the same pairs, read by hand
+    gap = sum(abs(p.lam_attn - p.lam_area) for p in again) / len(again)
+    assert pairs["raw", "gap_mean"] == pytest.approx(gap, abs=1e-6) and 0 < pairs["raw", "gap_mean"] < 1
+    assert -1 <= pairs["raw", "correlation"] <= 1 and 0 <= pairs["raw", "attn_below_area"] <= 100

@@ -53,7 +53,7 @@ class Protocol(Strict):
     )
     adversarial_attacks: tuple[str, ...] = option(ATTACKS, "setting: fgsm | pgd")
     adversarial_epsilons: tuple[float, ...] = option(
-        (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255), "level; pixel units (0: the same images unattacked, the curve's start)"
+        (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255), "level; pixel units (0: the images unattacked, the curve's start)"
     )
     pgd_steps: int = option(10, "PGD iterations")
     pgd_alpha: float = option(0.25, "PGD step size as a fraction of epsilon (2.5 * eps / steps, Madry et al.)")
