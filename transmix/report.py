@@ -135,10 +135,13 @@ def summarize(table: pd.DataFrame, treatment: str = "transmix", baseline: str = 
     """A study's headline tables as markdown, from its tidy table alone: top-1 per method with the paired difference,
     each robustness suite's paired difference (mean over the suite's levels that change the image), and each
     ablation point's change against the study's own runs. The README shows these as printed."""
+    from transmix.results import SchemaError
     from transmix.stats import paired, t_interval
 
     ours = table[table.source == "ours"]
     clean = ours[(ours.suite == "clean") & (ours.metric == "top1")]
+    if clean.empty:
+        raise SchemaError("the table holds no measured top-1 (suite clean): give a study's results.csv")
     main = clean[clean.ablation == ""]
     parts = [f"Top-1 (%) on {_joined(main.n.astype(int))} test images, mean ± sd over seeds; {treatment} − "
              f"{baseline} paired by seed, 95% t-interval:", "",

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from transmix.report import summarize
-from transmix.results import read
+from transmix.results import SchemaError, paper, read
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,3 +35,8 @@ def test_the_numbers_by_hand() -> None:
     assert "| m | ema | 70.00 ± 0.00 | 72.00 ± 1.00 | +2.00 [−0.48, +4.48] | 3 of 3 |" in text
     assert "| m | +1.00 [+1.00, +1.00] |" in text  # occlusion: the unchanged level did not dilute it
     assert "| area_weight=0.0 | m | transmix | 2 | −2.00 [−2.00, −2.00] |" in text
+
+
+def test_a_table_without_measured_rows_is_refused() -> None:
+    with pytest.raises(SchemaError, match="no measured top-1"):
+        summarize(paper())
