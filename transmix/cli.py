@@ -108,7 +108,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from transmix.results import write
 
     _threads(args.threads)
-    df = clean(args.run, device=args.device, images=args.images)
+    df = clean(args.run, device=args.device, images=args.images, pairs=args.pairs)
     write(df, args.out)
     top1 = df[df.metric == "top1"].set_index("variant")["value"].round(2).to_dict()
     print(f"{args.out}: top-1 {top1}")
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="the first N Fashion-MNIST test images, or a seeded random N of val/ (default 0: all)",
     )
+    p.add_argument("--pairs", type=int, default=500, metavar="N",
+                   help="CutMix pairs per weights for the attention-against-area rows (500; 0: none)")  # fmt: skip
     p.add_argument("--device", **device)
     p.add_argument("--threads", **threads)
     p.set_defaults(func=cmd_evaluate)

@@ -21,6 +21,9 @@ from transmix.models import build_model
 from transmix.results import frame
 from transmix.runtime import autocast, resolve_device
 
+PAIRS = 500  # CutMix pairs of test images per run and variant for the attention-against-area statistics
+PASTING = ("cutmix", "deit", "transmix")  # the methods that paste boxes, and so have an area label to compare
+
 # history.jsonl fields kept as `suite = history` rows (level = epoch): the training dynamics and the TransMix weights
 HISTORY_METRICS = {
     "train_loss": ("raw", "train_loss"),
@@ -97,9 +100,11 @@ def run_columns(run_dir: str | Path, cfg: TrainConfig, state: dict[str, Any]) ->
     }
 
 
-def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500, images: int = 0) -> pd.DataFrame:
+def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500, images: int = 0,
+          pairs: int = PAIRS) -> pd.DataFrame:  # fmt: skip
     """Top-1 and top-5 (percent) on the test split (imagefolder: ``val/``), for raw and EMA weights: all of it, or
-    ``images`` of it (:func:`transmix.data.eval_split`); ``n`` in the rows says how many."""
+    ``images`` of it (:func:`transmix.data.eval_split`); ``n`` in the rows says how many. With them the history
+    and ``pairs`` CutMix pairs' attention-against-area statistics (:func:`attention_rows`; 0: none)."""
     dev = resolve_device(device)
     cfg, state = load_final(run_dir, dev)
     test = eval_split(cfg, images)
@@ -108,33 +113,30 @@ def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500, imag
         for k, value in top_k(model, test, dev, cfg.precision, batch_size=batch_size).items():
             rows.append({"suite": "clean", "variant": variant, "metric": f"top{k}", "value": value, "n": len(test)})
     rows += history_rows(run_dir, cfg)
-    rows += attention_rows(run_dir, cfg, list(variants(cfg, state, test, dev)), device)
+    rows += attention_rows(run_dir, cfg, list(variants(cfg, state, test, dev)), device, pairs)
     run = run_columns(run_dir, cfg, state)
     return frame({**run, **row} for row in rows)
 
 
-PAIRS = 500  # CutMix pairs of test images per run and variant for the attention-against-area statistics
-PASTING = ("cutmix", "deit", "transmix")  # the methods that paste boxes, and so have an area label to compare
-
-
-def attention_rows(run_dir: str | Path, cfg: TrainConfig, names: list[str], device: str) -> list[dict[str, Any]]:
-    """Attention against area on ``PAIRS`` CutMix pairs of test images, as ``suite = attention_area`` rows per
+def attention_rows(run_dir: str | Path, cfg: TrainConfig, names: list[str], device: str,
+                   pairs: int = PAIRS) -> list[dict[str, Any]]:  # fmt: skip
+    """Attention against area on ``pairs`` CutMix pairs of test images, as ``suite = attention_area`` rows per
     variant: the mean |λ_attn − λ_area| (``gap_mean``), their correlation, and the share of pairs whose attention
     label is below the area label (``attn_below_area``, percent). Notebook 04 shows them over every run and seed,
     so its figure of one run traces to a committed table. Runs whose method pastes no box have none."""
-    if cfg.method not in PASTING:
+    if cfg.method not in PASTING or not pairs:
         return []
     from transmix.pairs import cutmix_pairs
 
     rows = []
     for variant in names:
-        pairs = cutmix_pairs(run_dir, PAIRS, seed=1, variant=variant, device=device)
-        area, attn = (torch.tensor([getattr(p, key) for p in pairs]) for key in ("lam_area", "lam_attn"))
+        drawn = cutmix_pairs(run_dir, pairs, seed=1, variant=variant, device=device)
+        area, attn = (torch.tensor([getattr(p, key) for p in drawn]) for key in ("lam_area", "lam_attn"))
         values = {"gap_mean": (attn - area).abs().mean(),
                   "correlation": torch.corrcoef(torch.stack((area, attn)))[0, 1],
                   "attn_below_area": 100 * (attn < area).float().mean()}  # fmt: skip
         rows += [{"suite": "attention_area", "variant": variant, "metric": metric, "value": float(value),
-                  "n": len(pairs)} for metric, value in values.items()]  # fmt: skip
+                  "n": len(drawn)} for metric, value in values.items()]  # fmt: skip
     return rows
 
 

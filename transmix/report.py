@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from transmix.checkpoint import RESOLVED
+from transmix.robustness.protocol import SUITES
 
 # The settings a reader needs to place a result: (label, key of the resolved config or of its "effective" part).
 SETTINGS = (
@@ -152,7 +153,7 @@ def summarize(table: pd.DataFrame, treatment: str = "transmix", baseline: str = 
         a, b = spread.loc[(model, variant, baseline)], spread.loc[(model, variant, treatment)]
         parts.append(f"| {model} | {variant} | {a['mean']:.2f} ± {a['std']:.2f} | {b['mean']:.2f} ± {b['std']:.2f} | "
                      f"{_ci(row)} | {int(row.wins)} of {int(row.n)} |")  # fmt: skip
-    rob = ours[~ours.suite.isin(["clean", "history", "best_epoch"]) & (ours.ablation == "") & (ours.variant == "ema")]
+    rob = ours[ours.suite.isin(SUITES) & (ours.ablation == "") & (ours.variant == "ema")]
     rob = rob[[CLEAN_LEVELS.get(s) != v for s, v in zip(rob.suite, rob.level, strict=True)]]
     if len(rob):
         family = rob.suite.where(~rob.suite.isin(["adversarial", "natural", "ood"]), rob.suite + "/" + rob.setting)

@@ -60,6 +60,7 @@ class Study:
         self.robustness: dict[str, Any] | None = config.get("robustness")
         self.ablations: dict[str, Any] | None = config.get("ablations")
         self.evaluation_images: int = config.get("evaluation", {}).get("images", 0)  # 0: the whole test split
+        self.evaluation_pairs: int = config.get("evaluation", {}).get("pairs", 500)  # attention against area
         self._settings: dict[str, dict[str, Any]] = {}
 
     @property

@@ -42,7 +42,7 @@ def test_help_and_light_modules_need_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "[]", out[-2000:]
-    assert "switch_prob = 0.5  (P(CutMix) when both are on" in out and "adversarial_epsilons = [1/255" in out
+    assert "switch_prob = 0.5  (P(CutMix) when both are on" in out and "adversarial_epsilons = [0.0, 1/255" in out
 
 
 def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys) -> None:

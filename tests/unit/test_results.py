@@ -120,14 +120,16 @@ def test_a_cut_run_table_is_refused_naming_the_file(run_table, capsys) -> None:
     from transmix.cli import main
     from transmix.results import read_run_table
 
-    # clean top-1/5 of raw and EMA; 8 history metrics x 7 epochs; the best epoch of raw and EMA
-    assert len(read_run_table(run_table)) == 4 + 7 * 8 + 2
+    # clean top-1/5 of raw and EMA; 8 history metrics x 7 epochs; the best epoch of raw and EMA; attention
+    # against area (3 statistics) of raw and EMA
+    assert len(read_run_table(run_table)) == 4 + 7 * 8 + 2 + 3 * 2
     lines = run_table.read_text().splitlines(keepends=True)
+    last_history = max(i for i, line in enumerate(lines) if ",history," in line)
     cases = {
         "head -n 2": "".join(lines[:2]),  # header and one row: what `head` leaves
         "cut mid-row": "".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 3],
         "0 bytes": "",
-        "history cut": "".join(lines[:-3]),
+        "history cut": "".join(lines[:last_history] + lines[last_history + 1 :]),  # one epoch of one metric gone
     }
     for case, text in cases.items():
         cut = run_table.with_name(f"{case.replace(' ', '_')}.csv")

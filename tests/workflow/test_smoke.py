@@ -33,13 +33,16 @@ def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
     assert set(history.method) == {"transmix"} and (history.value > 0).all()
     ours = table[(table.source == "ours") & (table.suite == "clean") & (table.ablation == "")]
     assert len(ours) == 6 * 2 * 2  # runs x {raw, ema} x {top1, top5}
-    robust = table[(table.source == "ours") & ~table.suite.isin(["clean", "history", "best_epoch"])]
+    robust = table[(table.source == "ours") & ~table.suite.isin(["clean", "history", "best_epoch", "attention_area"])]
     assert set(robust.suite) == {"occlusion", "shuffle", "adversarial", "ood", "corruption"}
     assert robust.run_id.nunique() == 6 and set(robust.variant) == {"raw", "ema"}
     assert set(ours.method) == {"deit", "transmix"} and set(ours.seed) == {0, 1, 2}
     assert ours.config_hash.nunique() == 6 and (ours.study == "smoke").all()
     assert (ours.n == 1000).all()  # the study's `evaluation: images` reached every evaluation job
     assert (table.source == "paper").sum() > 0
+    pairs = table[table.suite == "attention_area"]  # every run pastes boxes: deit and transmix
+    assert pairs.run_id.nunique() == 6 + 4 and set(pairs.metric) == {"gap_mean", "correlation", "attn_below_area"}
+    assert (pairs.n == 50).all()  # the study's `evaluation: pairs` reached every evaluation job
 
     figures = {
         "01_main_results": {"top1_by_method", "scale_ladder"},

@@ -7,6 +7,7 @@ rule evaluate:
     params:
         run=run_dir,
         images=STUDY.evaluation_images,
+        pairs=STUDY.evaluation_pairs,
     log:
         "results/{study}/logs/evaluate/{run_id}.log",
     threads: resource("evaluate", "threads")
@@ -17,7 +18,7 @@ rule evaluate:
     conda:
         "../../environment.yml"
     shell:
-        "transmix evaluate --run {params.run:q} --out {output:q} --images {params.images} --threads {threads} > {log:q} 2>&1"
+        "transmix evaluate --run {params.run:q} --out {output:q} --images {params.images} --pairs {params.pairs} --threads {threads} > {log:q} 2>&1"
 
 
 rule ablation:
