@@ -48,9 +48,10 @@ class Pair:
 def cutmix_pairs(
     run_dir: str | Path, count: int, seed: int = 0, variant: str = "ema", device: str = "cpu"
 ) -> list[Pair]:
-    """``count`` CutMix pairs of test images (Beta(``cutmix_alpha``) boxes, as the run trained) and what the run's
-    ``variant`` weights (``raw`` or ``ema``) make of them. The attention is read with the run's ``attn_*`` settings
-    (a ``deit`` run: the released defaults, so its attention can be compared too).
+    """``count`` CutMix pairs of test images (at most half the test split: each image once; Beta(``cutmix_alpha``)
+    boxes, as the run trained) and what the run's ``variant`` weights (``raw`` or ``ema``) make of them. The
+    attention is read with the run's ``attn_*`` settings (a ``deit`` run: the released defaults, so its attention
+    can be compared too).
 
     Raises:
         ValueError: for an unknown variant.
@@ -67,6 +68,7 @@ def cutmix_pairs(
     capture.enabled = True
     spec = MixSpec(cutmix_alpha=cfg.cutmix_alpha, box=cfg.cutmix_box)
     gen = torch.Generator().manual_seed(seed)
+    count = min(count, len(test) // 2)  # a small test split gives as many pairs as it holds, each image once
     picks = torch.randperm(len(test), generator=gen)[: 2 * count].view(count, 2)
     out = []
     for a, b in picks.tolist():
