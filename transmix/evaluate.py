@@ -109,11 +109,12 @@ def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500, imag
     cfg, state = load_final(run_dir, dev)
     test = eval_split(cfg, images)
     rows = []
-    for variant, model in variants(cfg, state, test, dev).items():
+    models = variants(cfg, state, test, dev)
+    for variant, model in models.items():
         for k, value in top_k(model, test, dev, cfg.precision, batch_size=batch_size).items():
             rows.append({"suite": "clean", "variant": variant, "metric": f"top{k}", "value": value, "n": len(test)})
     rows += history_rows(run_dir, cfg)
-    rows += attention_rows(run_dir, cfg, list(variants(cfg, state, test, dev)), device, pairs)
+    rows += attention_rows(run_dir, cfg, list(models), device, pairs)
     run = run_columns(run_dir, cfg, state)
     return frame({**run, **row} for row in rows)
 
