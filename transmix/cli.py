@@ -39,6 +39,7 @@ ERRORS = (
     ("transmix.data", "DatasetMissing", 1, "error"),
     ("transmix.data", "CorruptImage", 1, "error"),
     ("transmix.train", "TrainingError", 1, "error"),
+    ("transmix.distill", "TeacherError", 1, "error"),
     ("transmix.run_folder", "RunFolderError", 1, "error"),
     ("transmix.checkpoint", "CheckpointError", 1, "error"),
     ("transmix.results", "SchemaError", 1, "error"),

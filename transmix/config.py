@@ -28,6 +28,7 @@ BOX_TO_GRID = ("release", "area")  # how the pixel box is laid on the token grid
 HEADS = ("mean", "max")  # how the heads' class-token rows are combined (transmix.attention.combine)
 DATASETS = ("fashion_mnist", "imagefolder", "cifar10", "cifar100")
 PRECISIONS = ("fp32", "bf16")
+DISTILLATIONS = ("none", "soft", "hard")  # DeiT's kinds: KL to the teacher's softened outputs, or CE to its argmax
 CUTMIX_BOXES = ("timm", "release")  # CutMix box rounding: today's timm, or timm 0.5.4's (transmix.mixing.rand_box)
 INTERPOLATIONS = ("bicubic", "bilinear", "random")  # imagefolder training resize (random: per image, as released)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's IMAGENET_DEFAULT_MEAN / _STD
@@ -91,6 +92,15 @@ class TrainConfig(Strict):
     attn_blocks: int = option(1, "TransMix: mean of this many blocks ending at attn_block (1 = it alone, as released)")
     attn_heads: str = option("mean", "TransMix: heads combined by mean (as released) | max")
     label_smoothing: float = option(0.1, "label smoothing of the (mixed) targets")
+    teacher: str = option("", "a finished run directory whose final.pt teaches this run (frozen, eval mode, the "
+                          "weights its evaluation reports first: EMA when it kept one); it sees the same mixed "
+                          "images as the student", group="distillation")  # fmt: skip
+    distillation: str = option("none", "none | soft (KL to the teacher's outputs at temperature distill_tau) | "
+                               "hard (cross-entropy to the teacher's top class), as DeiT defines them; a distilled "
+                               "student (deit_*_distilled_*) learns from the teacher through its distillation "
+                               "token")  # fmt: skip
+    distill_alpha: float = option(0.5, "loss = (1 - alpha) x label loss + alpha x distillation loss (DeiT's 0.5)")
+    distill_tau: float = option(1.0, "soft distillation's temperature (DeiT's 1.0); hard ignores it")
     epochs: int = option(10, "training epochs", group="optimisation (lr is used as given: no batch-size scaling)")
     batch_size: int = option(128, "per process; must be even when mixing")
     opt: str = option("adamw", "any timm optimizer name")
@@ -123,7 +133,8 @@ class TrainConfig(Strict):
 
     def check(self) -> None:
         choices = {"method": METHODS, "box_to_grid": BOX_TO_GRID, "dataset": DATASETS, "precision": PRECISIONS,
-                   "attn_heads": HEADS, "cutmix_box": CUTMIX_BOXES, "train_interpolation": INTERPOLATIONS}  # fmt: skip
+                   "attn_heads": HEADS, "cutmix_box": CUTMIX_BOXES, "train_interpolation": INTERPOLATIONS,
+                   "distillation": DISTILLATIONS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -131,6 +142,7 @@ class TrainConfig(Strict):
         self._check_attention_keys()
         self._check_dataset_keys()
         self._check_mixing()
+        self._check_distillation()
 
     def _check_ranges(self) -> None:
         for name in ("switch_prob", "mix_prob", "area_weight", "label_smoothing", "drop_path", "reprob", "hflip",
@@ -192,6 +204,24 @@ class TrainConfig(Strict):
             raise ConfigError(f"method={self.method} needs cutmix_alpha > 0 (TransMix re-weights CutMix batches)")
         if self.method == "deit" and self.mixup_alpha == 0 and self.cutmix_alpha == 0:
             raise ConfigError("method=deit needs mixup_alpha > 0 or cutmix_alpha > 0")
+
+    def _check_distillation(self) -> None:
+        if self.distillation == "none":
+            changed = [k for k in ("teacher", "distill_alpha", "distill_tau")
+                       if getattr(self, k) != self.__dataclass_fields__[k].default]  # fmt: skip
+            if changed:
+                raise ConfigError(f"{', '.join(changed)} set with distillation=none; set distillation=soft or hard, "
+                                  "or remove them")  # fmt: skip
+            return
+        if not self.teacher:
+            raise ConfigError(f"distillation={self.distillation} needs teacher=<a finished run directory>")
+        if not 0.0 <= self.distill_alpha <= 1.0:
+            raise ConfigError(f"distill_alpha={self.distill_alpha} must lie in [0, 1]")
+        if not self.distill_tau > 0:
+            raise ConfigError(f"distill_tau={self.distill_tau} must be > 0")
+        if self.distillation == "hard" and self.distill_tau != 1.0:
+            raise ConfigError(f"distill_tau={self.distill_tau} set with distillation=hard, which takes the "
+                              "teacher's top class (no temperature); remove it or use soft")  # fmt: skip
 
     def _check_dataset_keys(self) -> None:
         """Keys of one data path set for the other are errors: a silently ignored key is a wrong experiment."""

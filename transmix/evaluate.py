@@ -62,6 +62,33 @@ def top_k(
     return {k: 100.0 * c / len(data) for k, c in correct.items()}
 
 
+@torch.no_grad()
+def calibration(model: nn.Module, data: Split, device: torch.device, precision: str = "fp32",
+                batch_size: int = 500, bins: int = 15) -> dict[str, float]:  # fmt: skip
+    """How far the model's confidence is from its accuracy, and how smooth its outputs are: the expected
+    calibration error (percent; ``bins`` equal-width bins of the top softmax probability, each weighted by its share
+    of images) and the mean entropy of the softmax (nats; ``log(classes)`` for a uniform output). MIX-KD (Choi et al.,
+    WACV 2023) ties a teacher's usefulness to this smoothness, so every run reports both (``suite =
+    calibration``)."""
+    was_training = model.training
+    model.eval()
+    confidence, correct, entropy = [], [], []
+    for x, y in data.eval_batches(batch_size):
+        with autocast(device, precision):
+            logits = model(x.to(device, non_blocking=True))
+        probs = logits.float().softmax(dim=1)
+        top, pred = probs.max(dim=1)
+        confidence.append(top.cpu())
+        correct.append((pred.cpu() == y).float())
+        entropy.append(torch.special.entr(probs).sum(dim=1).cpu())
+    model.train(was_training)
+    conf, hit = torch.cat(confidence), torch.cat(correct)
+    which = torch.clamp((conf * bins).long(), max=bins - 1)
+    ece = sum((which == b).float().mean() * (conf[which == b].mean() - hit[which == b].mean()).abs()
+              for b in range(bins) if (which == b).any())  # fmt: skip
+    return {"ece": 100.0 * float(ece), "entropy": float(torch.cat(entropy).mean())}
+
+
 def load_final(run_dir: str | Path, device: torch.device) -> tuple[TrainConfig, dict[str, Any]]:
     """A finished run's config and saved state (``weights_only`` load)."""
     state = read_final(Path(run_dir), device)
@@ -103,8 +130,9 @@ def run_columns(run_dir: str | Path, cfg: TrainConfig, state: dict[str, Any]) ->
 def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500, images: int = 0,
           pairs: int = PAIRS) -> pd.DataFrame:  # fmt: skip
     """Top-1 and top-5 (percent) on the test split (imagefolder: ``val/``), for raw and EMA weights: all of it, or
-    ``images`` of it (:func:`transmix.data.eval_split`); ``n`` in the rows says how many. With them the history
-    and ``pairs`` CutMix pairs' attention-against-area statistics (:func:`attention_rows`; 0: none)."""
+    ``images`` of it (:func:`transmix.data.eval_split`); ``n`` in the rows says how many. With them the
+    calibration (:func:`calibration`), the history and ``pairs`` CutMix pairs' attention-against-area statistics
+    (:func:`attention_rows`; 0: none)."""
     dev = resolve_device(device)
     cfg, state = load_final(run_dir, dev)
     test = eval_split(cfg, images)
@@ -113,6 +141,8 @@ def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500, imag
     for variant, model in models.items():
         for k, value in top_k(model, test, dev, cfg.precision, batch_size=batch_size).items():
             rows.append({"suite": "clean", "variant": variant, "metric": f"top{k}", "value": value, "n": len(test)})
+        for metric, value in calibration(model, test, dev, cfg.precision, batch_size=batch_size).items():
+            rows.append({"suite": "calibration", "variant": variant, "metric": metric, "value": value, "n": len(test)})
     rows += history_rows(run_dir, cfg)
     rows += attention_rows(run_dir, cfg, list(models), device, pairs)
     run = run_columns(run_dir, cfg, state)

@@ -2,7 +2,8 @@
 
 The micro variants (28x28 single-channel images, 10 classes, a CPU) are registered with timm, so
 ``timm.create_model("vit_micro_patch4_28")`` works once this module is imported and every model goes through
-the same factory. They cover every family of the paper: ViT, DeiT (distilled), CaiT, XCiT, Swin and PVT-v2.
+the same factory. They cover every family of the paper: ViT, DeiT (distilled), CaiT, XCiT, Swin and PVT-v2, and
+the smaller distilled student of the distillation study.
 
 Swin and PVT-v2 have no class token. The paper (Section 4.5) puts one CaiT class-attention block on top of
 their last stage; :func:`create_model` does this for every ``swin*`` / ``pvt_v2*`` name, whatever the method, so
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from transmix.config import TrainConfig
     from transmix.data import Split
 
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530  # = transmix.data.fashion_mnist's normalisation
 _MICRO = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, mlp_ratio=2.0)
 _FACTORY_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 NO_CLASS_TOKEN = ("swin", "pvt_v2")  # name prefixes of families that get a ClassAttentionHead
@@ -158,7 +160,14 @@ def _micro(
         raise ValueError(f"{name} is a micro model for CPU runs and has no pretrained weights; use pretrained=False")
     for key in _FACTORY_ONLY:
         kwargs.pop(key, None)
-    return cls(**{**arch, **kwargs})
+    model = cls(**{**arch, **kwargs})
+    # timm's models describe their inputs in `pretrained_cfg` (its distillation tasks read the normalisation);
+    # these have no weights to describe, only the inputs they are built for
+    args = {**arch, **kwargs}
+    size = args.get("img_size", 28)
+    model.pretrained_cfg = {"input_size": (args["in_chans"], size, size), "mean": (FASHION_MEAN,) * args["in_chans"],
+                            "std": (FASHION_STD,) * args["in_chans"]}  # fmt: skip
+    return model
 
 
 @register_model
@@ -173,6 +182,14 @@ def deit_micro_distilled_patch4_28(pretrained: bool = False, **kwargs: Any) -> V
     """DeiT with a distillation token (two prefix tokens), otherwise as ``vit_micro_patch4_28``."""
     arch = dict(_MICRO, embed_dim=64, depth=4, num_heads=4)
     return _micro(VisionTransformerDistilled, "deit_micro_distilled_patch4_28", pretrained, arch, kwargs)
+
+
+@register_model
+def deit_nano_distilled_patch4_28(pretrained: bool = False, **kwargs: Any) -> VisionTransformerDistilled:
+    """A smaller DeiT student with a distillation token: 4 blocks of width 32, 2 heads (about 0.04 M parameters),
+    for distillation studies whose teachers are the micro models."""
+    arch = dict(_MICRO, embed_dim=32, depth=4, num_heads=2)
+    return _micro(VisionTransformerDistilled, "deit_nano_distilled_patch4_28", pretrained, arch, kwargs)
 
 
 @register_model
@@ -234,6 +251,7 @@ MICRO_MODELS = (
     "xcit_micro_patch8_28",
     "swin_micro_patch2_28",
     "pvt_v2_micro_28",
+    "deit_nano_distilled_patch4_28",
 )
 
 

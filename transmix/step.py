@@ -36,6 +36,8 @@ class Stepper:
         capture_model: the unwrapped model, where the attention hooks go (default: ``model``).
         part: ``(rank, world)``: this process trains on slice ``rank`` of ``world`` of each mixed batch; ``(0, 1)``
             (all of it) when each process is given its own local batch.
+        teacher: a frozen model that teaches by ``cfg.distillation`` (:mod:`transmix.distill`); it sees the same
+            mixed images.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class Stepper:
         image_size: tuple[int, int],
         capture_model: nn.Module | None = None,
         part: tuple[int, int] = (0, 1),
+        teacher: nn.Module | None = None,
     ):
         self.cfg, self.model, self.optimizer, self.device = cfg, model, optimizer, device
         self.num_classes = num_classes
@@ -59,6 +62,11 @@ class Stepper:
         self.image_size = image_size
         self.part = part
         self.loss_fn = SoftTargetCrossEntropy()
+        self.task = None
+        if teacher is not None:
+            from transmix.distill import distillation_task
+
+            self.task = distillation_task(cfg, model, teacher, device)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> StepOutput:
         """Mix ``(x, y)`` on the device (a no-op move where the split already delivered it there), train on this
@@ -69,16 +77,24 @@ class Stepper:
         reweight = self.capture is not None and mixed.mode == "cutmix"
         if self.capture is not None:
             self.capture.enabled, self.capture.attn = reweight, None  # a hook that did not run is an error, not stale
-        with autocast(self.device, self.cfg.precision):
-            logits = self.model(images)
         lam: float | torch.Tensor = mixed.lam_area
         lam_attn = None
-        if reweight:
-            assert mixed.box is not None  # CutMix batches carry their box
-            lam_attn = self.capture.lam(mixed.box, self.image_size, self.cfg.box_to_grid)
-            lam = transmix_lam(mixed.lam_area, lam_attn, self.cfg.area_weight)
-        targets = soft_targets(labels_a, labels_b, self.num_classes, lam, self.cfg.label_smoothing)
-        loss = self.loss_fn(logits.float(), targets)
+
+        def targets() -> torch.Tensor:  # after the forward pass: TransMix reads the attention it captured
+            nonlocal lam, lam_attn
+            if reweight:
+                assert mixed.box is not None  # CutMix batches carry their box
+                lam_attn = self.capture.lam(mixed.box, self.image_size, self.cfg.box_to_grid)
+                lam = transmix_lam(mixed.lam_area, lam_attn, self.cfg.area_weight)
+            return soft_targets(labels_a, labels_b, self.num_classes, lam, self.cfg.label_smoothing)
+
+        if self.task is None:
+            with autocast(self.device, self.cfg.precision):
+                logits = self.model(images)
+            loss = self.loss_fn(logits.float(), targets())
+        else:  # the label loss, then the teacher on the same images (timm's task)
+            with autocast(self.device, self.cfg.precision):
+                loss = self.task(images, targets)["loss"]
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -2,11 +2,15 @@
 
 A study (``workflow/config/*.yaml``, its shape in ``workflow/schemas/config.schema.yaml``) names ``models``,
 ``methods``, ``seeds`` and the ``train:`` settings its runs share; optionally per-model ``overrides``, an
-``ablations:`` grid and a ``robustness:`` section. The Snakefile's input functions ask a :class:`Study` for paths
+``ablations:`` grid, a ``robustness:`` section and a ``distillation:`` section (students taught by the study's own
+runs). The Snakefile's input functions ask a :class:`Study` for paths
 and arguments; everything that decides what a run is lives here, where unit tests reach it. No torch is imported,
 so parsing the workflow stays fast.
 
-Run ids are deterministic: ``{model}__{method}__s{seed}``, plus ``__{key}={value}`` for a run of an ablation point.
+Run ids are deterministic: ``{model}__{method}__s{seed}``, plus ``__{key}={value}`` for a run of an ablation point,
+and ``__kd={teacher method}.{kind}`` for a student (``kd=transmix.soft4``: soft distillation at temperature 4 from
+the study's transmix run of the student's seed; ``kd=deit.hard``; ``kd=alone``: the student's recipe without a
+teacher, the reference every taught student is compared with).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ RUN_ID = re.compile(r"^(?P<model>[A-Za-z0-9_.]+?)__(?P<method>[a-z]+)__s(?P<seed
 # (switch_prob, cutmix_alpha, ...) changes what every method sees, so its points train every method of the study.
 TRANSMIX_ONLY = ("area_weight", "attn_block", "attn_blocks", "attn_heads", "box_to_grid")
 NAMES_THE_RUN = ("model", "method", "seed", "study", "ablation", "dataset", "data_dir")  # not an ablation axis
+KD = "kd"  # the point key of a distillation student: kd=<teacher method>.<kind>, or kd=alone
+ALONE = "alone"
+DISTILLING = ("teacher", "distillation", "distill_alpha", "distill_tau")  # set per student by the study
 
 
 class StudyError(ValueError):
@@ -61,6 +68,7 @@ class Study:
         self.ablations: dict[str, Any] | None = config.get("ablations")
         self.evaluation_images: int = config.get("evaluation", {}).get("images", 0)  # 0: the whole test split
         self.evaluation_pairs: int = config.get("evaluation", {}).get("pairs", 500)  # attention against area
+        self.distillation: dict[str, Any] | None = config.get("distillation")
         self._settings: dict[str, dict[str, Any]] = {}
 
     @property
@@ -100,13 +108,55 @@ class Study:
         seeds = self.ablations.get("seeds", self.seeds)
         return [run_id(m, meth, s, point) for m in models for meth in methods for s in seeds]
 
+    def students(self) -> list[str]:
+        """The distillation section's student runs: for each seed and student method, one per teacher method and
+        kind (``soft`` at each temperature, ``hard``), and with ``alone: true`` one without a teacher."""
+        if not self.distillation:
+            return []
+        d = self.distillation
+        kinds = [f"soft{t:g}" for t in d.get("temperatures", [1.0])] if "soft" in d["kinds"] else []
+        kinds += ["hard"] if "hard" in d["kinds"] else []
+        points = [f"{KD}={teacher}.{kind}" for teacher in d["teachers"] for kind in kinds]
+        points += [f"{KD}={ALONE}"] if d.get("alone", True) else []
+        return [run_id(d["model"], method, seed, point) for seed in d.get("seeds", self.seeds)
+                for method in d["methods"] for point in points]  # fmt: skip
+
+    @property
+    def teacher_model(self) -> str:
+        """The model of the teacher runs: ``distillation: teacher_model``, else the study's one model."""
+        return self.distillation.get("teacher_model") or self.models[0]
+
+    def teacher(self, run: str) -> str | None:
+        """The run id of a student's teacher: the study's main run of the teacher method, model ``teacher_model``,
+        with the student's seed; ``None`` for any other run (and for a student trained alone)."""
+        point = parse_run_id(run)["point"]
+        if not point.startswith(f"{KD}=") or point == f"{KD}={ALONE}":
+            return None
+        return run_id(self.teacher_model, point[len(KD) + 1 :].split(".")[0], parse_run_id(run)["seed"])
+
+    def _student_settings(self, run: str, point: str) -> dict[str, Any]:
+        if not self.distillation or run not in self.students():
+            raise StudyError(f"{run!r} is not a student of the study's distillation section")
+        d = self.distillation
+        values = {**self.train, **self.overrides.get(d["model"], {}), **d.get("train", {}), "study": self.name,
+                  "ablation": point}  # fmt: skip
+        if point != f"{KD}={ALONE}":
+            kind = point.split(".", 1)[1]
+            values.update(teacher=f"results/{self.name}/train/{self.teacher(run)}", distill_alpha=d.get("alpha", 0.5),
+                          distillation="hard" if kind == "hard" else "soft")  # fmt: skip
+            if kind != "hard":
+                values["distill_tau"] = float(kind[len("soft") :])
+        return values
+
     def settings(self, run: str) -> dict[str, Any]:
         """Every config key of one run: the study's ``train:``, the model's overrides, the ablation point's value,
         and the run's model, method and seed; checked (and kept, so each run is checked once)."""
         if run not in self._settings:
             parts = parse_run_id(run)
             values = {**self.train, **self.overrides.get(parts["model"], {}), "study": self.name}
-            if parts["point"]:
+            if parts["point"].startswith(f"{KD}="):
+                values = self._student_settings(run, parts["point"])
+            elif parts["point"]:
                 if parts["point"] not in self.points:
                     raise StudyError(f"{parts['point']!r} is not a point of the study's ablation grid: "
                                      f"{list(self.points)}")  # fmt: skip
@@ -122,13 +172,15 @@ class Study:
         return from_dict({**self.train, **self.overrides.get(model, {}), "study": self.name, "model": model})
 
     def notebooks(self) -> list[str]:
-        """The notebooks the study renders: 01 always; 02 with robustness, 03 with ablations, 04 with TransMix."""
+        """The notebooks the study renders: 01 and 05 always; 02 with robustness, 03 with ablations, 04 with TransMix,
+        06 with distillation."""
         return (
             ["01_main_results"]
             + (["02_robustness"] if self.robustness else [])
             + (["03_ablations"] if self.ablations else [])
             + (["04_attention_vs_area"] if "transmix" in self.methods else [])
             + ["05_training_dynamics"]
+            + (["06_distillation"] if self.distillation else [])
         )
 
     def check(self) -> None:
@@ -145,6 +197,8 @@ class Study:
             self.model_config(model)
         if self.ablations:
             self._check_ablations()
+        if self.distillation:
+            self._check_distillation()
         if self.robustness:
             from transmix.robustness.protocol import Protocol, applicable
 
@@ -179,3 +233,25 @@ class Study:
                 raise StudyError(f"ablation point {point} is the study's own setting (its main runs); remove it")
             for run in self.ablation_runs(point):
                 self.settings(run)  # a bad key or value of the grid fails here, naming it
+
+    def _check_distillation(self) -> None:
+        d = self.distillation
+        missing = sorted(set(d["teachers"]) - set(self.methods))
+        if missing:
+            raise StudyError(f"distillation teachers {missing} are not methods of the study {self.methods}: a "
+                             "teacher is one of the study's own runs")  # fmt: skip
+        if self.teacher_model not in self.models or (len(self.models) > 1 and not d.get("teacher_model")):
+            raise StudyError(f"distillation: teacher_model must name one of the study's models {self.models}")
+        unknown = sorted(set(d.get("seeds", [])) - set(self.seeds))
+        if unknown:
+            raise StudyError(f"distillation seeds {unknown} have no teacher runs: the study's seeds are {self.seeds}")
+        named = sorted(set(d.get("train", {})) & {*NAMES_THE_RUN, *DISTILLING})
+        if named:
+            raise StudyError(f"distillation `train:` sets {named}, which the section itself decides; remove them")
+        if "hard" in d["kinds"] and "distilled" not in d["model"]:
+            raise StudyError(f"distillation: kind hard needs a student with a distillation token (deit_*_distilled_*), "
+                             f"not {d['model']}; use soft")  # fmt: skip
+        if "soft" not in d["kinds"] and d.get("temperatures"):
+            raise StudyError("distillation: `temperatures` set, but `kinds` has no soft (hard takes no temperature)")
+        for run in self.students():
+            self.settings(run)  # a bad student setting fails here, naming it

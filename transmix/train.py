@@ -39,6 +39,7 @@ from transmix import checkpoint, run_folder
 from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, RESOLVED, Checkpoint, Preempted, Progress, StopFlag
 from transmix.config import TrainConfig
 from transmix.data import CorruptImage, Split, TrainSplit, eval_split, train_split
+from transmix.distill import load_teacher
 from transmix.evaluate import top_k
 from transmix.meter import EpochMeter, epoch_sums
 from transmix.models import build_model
@@ -169,7 +170,9 @@ def setup(cfg: TrainConfig, out: Path, where: Dist, device: torch.device) -> Run
     if cfg.compile:  # the attention hooks sit on `model`'s layers, inside what is compiled
         forward = compile_model(forward)
     part = where.part if train_set.global_batches else (0, 1)
-    stepper = Stepper(cfg, forward, optimizer, train_set.num_classes, device, train_set.image_shape[-2:], model, part)
+    teacher = load_teacher(cfg, val_set, device) if cfg.distillation != "none" else None
+    stepper = Stepper(cfg, forward, optimizer, train_set.num_classes, device, train_set.image_shape[-2:], model, part,
+                      teacher)  # fmt: skip
     sha = git_sha()
     return Run(cfg, out, where, device, train_set, val_set, gen, model, optimizer, scheduler, ema, stepper,
                steps_per_epoch, sha, sha)  # fmt: skip

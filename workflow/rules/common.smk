@@ -14,7 +14,7 @@ STUDY.check()  # a bad key, value, override or grid point stops the workflow her
 
 wildcard_constraints:
     study=re.escape(STUDY.name),
-    run_id=r"[A-Za-z0-9_.]+__[a-z]+__s\d+(__[a-z_]+=[A-Za-z0-9_.+-]+)?",
+    run_id=r"[A-Za-z0-9_.]+__[a-z]+__s\d+(__[a-z_]+=[A-Za-z0-9_.+-]+)?",  # __kd=deit.soft4: a student
     point=r"[a-z_]+=[A-Za-z0-9_.+-]+",
 
 
@@ -31,6 +31,12 @@ def data_files():
 def data_root(wildcards, output):
     """The dataset root, derived from the rule's outputs (<root>/FashionMNIST/raw/<file>)."""
     return str(Path(output[0]).parents[2])
+
+
+def teacher_final(wildcards):
+    """A distillation student's teacher run: trained first, so that asking for one student trains its teacher too."""
+    teacher = STUDY.teacher(wildcards.run_id)
+    return [f"results/{wildcards.study}/train/{teacher}/final.pt"] if teacher else []
 
 
 def run_dir(wildcards):
@@ -79,10 +85,12 @@ def _protocol_value(value):
 
 
 def evaluation_csvs(wildcards):
-    """Every table the study's results.csv is collected from: each main run's, and each ablation point's."""
+    """Every table the study's results.csv is collected from: each main run's, each ablation point's, and each
+    distillation student's."""
     stages = ["evaluate"] + (["robustness"] if STUDY.robustness else [])
     main = [f"results/{wildcards.study}/{stage}/{run}.csv" for stage in stages for run in STUDY.run_ids()]
-    return main + [f"results/{wildcards.study}/ablations/{point}.csv" for point in STUDY.points]
+    students = [f"results/{wildcards.study}/evaluate/{run}.csv" for run in STUDY.students()]
+    return main + [f"results/{wildcards.study}/ablations/{point}.csv" for point in STUDY.points] + students
 
 
 def ablation_csvs(wildcards):

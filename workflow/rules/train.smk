@@ -2,6 +2,7 @@ rule train:
     """One training run; a checkpoint left by an interrupted job is resumed. More than one GPU: torchrun (DDP)."""
     input:
         data_files(),
+        teacher_final,
     output:
         # Only the file written last, atomically: a killed job leaves no output, so the next run simply starts
         # the job again and `transmix train` resumes from the checkpoint beside it.
