@@ -126,6 +126,11 @@ class Study:
         """The model of the teacher runs: ``distillation: teacher_model``, else the study's one model."""
         return self.distillation.get("teacher_model") or self.models[0]
 
+    def pairs(self, run: str) -> int:
+        """CutMix pairs for a run's attention-against-area rows: the study's ``evaluation: pairs``, none for students
+        (notebook 04 shows the study's own runs)."""
+        return 0 if parse_run_id(run)["point"].startswith(f"{KD}=") else self.evaluation_pairs
+
     def teacher(self, run: str) -> str | None:
         """The run id of a student's teacher: the study's main run of the teacher method, model ``teacher_model``,
         with the student's seed; ``None`` for any other run (and for a student trained alone)."""

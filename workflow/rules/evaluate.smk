@@ -7,7 +7,7 @@ rule evaluate:
     params:
         run=run_dir,
         images=STUDY.evaluation_images,
-        pairs=STUDY.evaluation_pairs,
+        pairs=lambda wildcards: STUDY.pairs(wildcards.run_id),
     log:
         "results/{study}/logs/evaluate/{run_id}.log",
     threads: resource("evaluate", "threads")
