@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from transmix.config import ConfigError, TrainConfig, from_dict, load, parse_overrides
@@ -82,3 +84,20 @@ def test_yaml_then_overrides(tmp_path) -> None:
 def test_a_study_config_given_to_train_is_named(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"study config \(it has methods, models, seeds, train\)"):
         load("workflow/config/default.yaml")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"distillation": "soft"}, "needs teacher="),
+        ({"teacher": "results/x/train/run"}, "set with distillation=none"),
+        ({"distill_tau": 4.0}, "set with distillation=none"),
+        ({"distillation": "hard", "teacher": "t", "distill_tau": 4.0}, "no temperature"),
+        ({"distillation": "soft", "teacher": "t", "distill_alpha": 1.5}, "distill_alpha=1.5 must lie in [0, 1]"),
+        ({"distillation": "soft", "teacher": "t", "distill_tau": 0.0}, "distill_tau=0.0 must be > 0"),
+        ({"distillation": "logit", "teacher": "t"}, "distillation='logit' is not one of none, soft, hard"),
+    ],
+)
+def test_distillation_keys_are_checked(values, message) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict(values)

@@ -119,6 +119,16 @@ def edit_axes(axes: dict):
          r"axis 'area_weight' changes only how TransMix .* have no transmix"),
         ("default", lambda c: c.update(baseline="mixup"), StudyError, "baseline 'mixup' is not one of the study's"),
         ("default", lambda c: c.update(baseline="area"), Exception, "'area' is not one of"),
+        ("distillation", lambda c: c["distillation"].update(teachers=["mixup"]), StudyError,
+         r"teachers \['mixup'\] are not methods of the study"),
+        ("distillation", lambda c: c["distillation"].update(model="vit_micro_patch4_28"), StudyError,
+         "kind hard needs a student with a distillation token"),
+        ("distillation", lambda c: c["distillation"].update(seeds=[0, 7]), StudyError, r"seeds \[7\] have no teacher"),
+        ("distillation", lambda c: c["distillation"]["train"].update(distill_tau=2), StudyError,
+         r"sets \['distill_tau'\], which the section itself decides"),
+        ("distillation", lambda c: c["distillation"]["train"].update(epochs=0), ConfigError, "epochs=0 must be >= 1"),
+        ("distillation", lambda c: c["distillation"].update(kinds=["hard"]), StudyError, "`temperatures` set"),
+        ("distillation", lambda c: c["distillation"].update(kinds=["warm"]), Exception, "'warm' is not one of"),
     ],
 )  # fmt: skip
 def test_a_bad_study_is_refused_naming_the_key(name: str, edit, error: type, message: str) -> None:
@@ -145,3 +155,25 @@ def test_a_model_that_cannot_train_on_the_study_is_refused(model: str, message: 
 @pytest.mark.slow  # 16 models built (on the meta device, but timm still initialises them)
 def test_every_imagenet_model_fits_its_images() -> None:
     study(config("imagenet")).check_models()
+
+
+def test_the_distillation_study_its_students_and_their_teachers() -> None:
+    parsed = study(config("distillation"))
+    assert parsed.notebooks()[-1] == "06_distillation"
+    students = parsed.students()
+    assert len(students) == 3 * 3 * (3 * 3 + 1) == len(set(students))  # seeds x methods x (teachers x kinds + alone)
+    student = "deit_nano_distilled_patch4_28__none__s2__kd=transmix.soft4"
+    assert student in students and parsed.teacher(student) == "vit_micro_patch4_28__transmix__s2"
+    values = parsed.settings(student)
+    assert values["teacher"] == "results/distillation/train/vit_micro_patch4_28__transmix__s2"
+    assert (values["distillation"], values["distill_tau"], values["distill_alpha"]) == ("soft", 4.0, 0.5)
+    assert (values["epochs"], values["train_subset"], values["lr"]) == (5, 8000, 0.002)  # its own budget, the recipe
+    hard = parsed.settings("deit_nano_distilled_patch4_28__deit__s0__kd=none.hard")
+    assert (hard["distillation"], "distill_tau" in hard) == ("hard", False)
+    alone = parsed.settings("deit_nano_distilled_patch4_28__deit__s0__kd=alone")
+    assert "teacher" not in alone and alone["ablation"] == "kd=alone"
+    assert parsed.teacher("deit_nano_distilled_patch4_28__deit__s0__kd=alone") is None
+    assert parsed.teacher("vit_micro_patch4_28__deit__s0") is None
+    assert (parsed.pairs(student), parsed.pairs("vit_micro_patch4_28__deit__s0")) == (0, 200)
+    with pytest.raises(StudyError, match="not a student"):
+        parsed.settings("deit_nano_distilled_patch4_28__mixup__s0__kd=deit.hard")

@@ -141,3 +141,32 @@ def test_dry_run_of_the_cifar100_study_lists_its_jobs(pipeline, snakemake, dry_r
     trained = set(re.findall(r"results/cifar100/train/(\S+)/final\.pt", out))
     assert trained == {f"deit_small_patch16_224__{m}__s{s}" for m in ("none", "mixup", "cutmix", "deit", "transmix")
                        for s in (0, 1, 2)}  # fmt: skip
+
+
+STUDENT = "deit_nano_distilled_patch4_28__transmix__s1__kd=deit.soft4"
+
+
+def test_one_distillation_student_trains_its_teacher_and_nothing_else(pipeline, snakemake, dry_run_jobs) -> None:
+    target = f"results/distillation/evaluate/{STUDENT}.csv"
+    result = snakemake(pipeline, "-n", "-p", target, "--configfile", "workflow/config/distillation.yaml")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert dry_run_jobs(out) == {"data": 1, "evaluate": 1, "train": 2, "total": 4}
+    trained = set(re.findall(r"results/distillation/train/(\S+)/final\.pt", out))
+    assert trained == {STUDENT, "vit_micro_patch4_28__deit__s1"}  # the teacher: the deit run of the student's seed
+    student = next(line for line in out.splitlines() if f"train --out results/distillation/train/{STUDENT} " in line)
+    for setting in ("teacher=results/distillation/train/vit_micro_patch4_28__deit__s1", "distillation=soft",
+                    "distill_tau=4.0", "distill_alpha=0.5", "epochs=5", "ablation=kd=deit.soft4"):  # fmt: skip
+        assert f"--set {setting} " in student, setting
+
+
+def test_dry_run_of_the_distillation_study_lists_teachers_students_and_notebook_06(
+    pipeline, snakemake, dry_run_jobs
+) -> None:
+    result = snakemake(pipeline, "-n", "--configfile", "workflow/config/distillation.yaml")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    teachers, students = 3 * 3, 3 * 3 * (3 * 3 + 1)  # methods x seeds; methods x seeds x (teachers x kinds + alone)
+    jobs = dry_run_jobs(out)
+    assert (jobs["train"], jobs["evaluate"]) == (teachers + students, teachers + students)
+    assert "results/distillation/notebooks/06_distillation.html" in out
