@@ -7,7 +7,10 @@ Columns train their own copies of the same model (same initial weights) on the s
 * ``transmix-explicit``: the same with the release's explicit attention matrix (fused attention off);
 * ``timm``: the ``deit`` step composed of timm's own training parts as timm's ``train.py`` composes them
   (``timm.data.Mixup`` in batch mode, ``timm.task.ClassificationTask`` with its soft-target loss, the same
-  optimizer): the reference for this package's overhead.
+  optimizer): the reference for this package's overhead;
+* ``deit+kd`` (with a ``teacher_model``): the ``deit`` step distilling a frozen teacher of that architecture
+  (soft, :mod:`transmix.distill`; random weights, which cost the same): its ratio to ``deit`` is what a teacher
+  adds to a training step.
 
 Each configuration (eager or ``torch.compile``, fp32 or bf16) runs warm-up rounds (compilation happens there), then
 measured rounds in which every column runs the same ``steps`` steps (the same batches and mixing draws every round),
@@ -44,6 +47,7 @@ from transmix.runtime import compile_model, resolve_device, use_tf32
 from transmix.step import Stepper
 
 COLUMNS = ("deit", "transmix", "transmix-explicit", "timm")
+KD = "deit+kd"  # the deit step with a teacher, when one is asked for
 MODES = ("eager", "compiled")
 PRECISIONS = ("fp32", "bf16")
 
@@ -108,19 +112,23 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _steppers(cfg: TrainConfig, base: torch.nn.Module, num_classes: int, size: int, device: torch.device,
-              compiled: bool) -> dict:  # fmt: skip
-    """A fresh copy of the model per column, with its optimizer and step."""
+              compiled: bool, teacher: torch.nn.Module | None = None) -> dict:  # fmt: skip
+    """A fresh copy of the model per column, with its optimizer and step (and the ``deit+kd`` column with a
+    ``teacher``)."""
     out = {}
-    for column in COLUMNS:
+    for column in (*COLUMNS, KD) if teacher is not None else COLUMNS:
         model = copy.deepcopy(base)
-        run_cfg = cfg.replace(method="deit" if column in ("deit", "timm") else "transmix")
+        run_cfg = cfg.replace(method="transmix" if column.startswith("transmix") else "deit")
         fused = {"fused": True} if cfg.fused else {}
         opt = create_optimizer_v2(model, opt=run_cfg.opt, lr=run_cfg.lr, weight_decay=run_cfg.weight_decay, **fused)
         forward = compile_model(model) if compiled else model
         if column == "timm":
             out[column] = TimmStep(run_cfg, forward, opt, num_classes, device)
             continue
-        stepper = Stepper(run_cfg, forward, opt, num_classes, device, (size, size), capture_model=model)
+        if column == KD:
+            run_cfg = run_cfg.replace(distillation="soft", teacher="(a teacher of random weights)")
+        stepper = Stepper(run_cfg, forward, opt, num_classes, device, (size, size), capture_model=model,
+                          teacher=teacher if column == KD else None)  # fmt: skip
         if column == "transmix-explicit":
             stepper.capture.remove()
             stepper.capture = ExplicitClassAttention(model)
@@ -130,8 +138,10 @@ def _steppers(cfg: TrainConfig, base: torch.nn.Module, num_classes: int, size: i
 
 def bench(cfg: TrainConfig, steps: int = 10, rounds: int = 7, warmup: int = 3, in_chans: int = 1, img_size: int = 28,
           num_classes: int = 10, modes: tuple[str, ...] = ("eager",), precisions: tuple[str, ...] = ("fp32",),
-          peak_tflops: float | None = None, progress: bool = True) -> list[BenchRow]:  # fmt: skip
-    """Every column in every configuration, ``modes`` x ``precisions``, as rows."""
+          peak_tflops: float | None = None, progress: bool = True,
+          teacher_model: str | None = None) -> list[BenchRow]:  # fmt: skip
+    """Every column in every configuration, ``modes`` x ``precisions``, as rows; with ``teacher_model``, also the
+    ``deit+kd`` column."""
     import timm
 
     from transmix.cost import forward_flops
@@ -142,6 +152,10 @@ def bench(cfg: TrainConfig, steps: int = 10, rounds: int = 7, warmup: int = 3, i
     torch.manual_seed(cfg.seed)
     base = create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
                         drop_path=cfg.drop_path).to(device)  # fmt: skip
+    teacher = None
+    if teacher_model:
+        teacher = create_model(teacher_model, num_classes=num_classes, in_chans=in_chans, img_size=img_size).to(device)
+        teacher.eval().requires_grad_(False)
     data_gen = torch.Generator().manual_seed(cfg.seed)
     shape = (cfg.batch_size, in_chans, img_size, img_size)
     batches = []  # on the device already, as the loader delivers them
@@ -153,12 +167,12 @@ def bench(cfg: TrainConfig, steps: int = 10, rounds: int = 7, warmup: int = 3, i
     for mode, precision in [(m, p) for m in modes for p in precisions]:
         started = time.perf_counter()
         run_cfg = cfg.replace(precision=precision)
-        steppers = _steppers(run_cfg, base, num_classes, img_size, device, mode == "compiled")
+        steppers = _steppers(run_cfg, base, num_classes, img_size, device, mode == "compiled", teacher)
         label = f"{mode} {precision}" if progress else ""
         times, memory = _measure(steppers, batches, rounds, warmup, device, cfg.seed, label)
         if progress:
             print(f"{mode} {precision}: {time.perf_counter() - started:.0f} s", flush=True)
-        for column in COLUMNS:
+        for column in steppers:
             ms = statistics.median(times[column]) * 1e3
             vs_deit = _paired([t / d for t, d in zip(times[column], times["deit"], strict=True)])
             vs_timm = _paired([m / t for t, m in zip(times[column], times["timm"], strict=True)])

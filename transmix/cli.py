@@ -156,7 +156,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _threads(args.threads)
     rows = bench(cfg, steps=args.steps, rounds=args.rounds, warmup=args.warmup, img_size=args.img_size,
                  in_chans=args.in_chans, num_classes=args.num_classes, modes=modes, precisions=precisions,
-                 peak_tflops=args.peak_tflops)  # fmt: skip
+                 peak_tflops=args.peak_tflops, teacher_model=args.teacher_model)  # fmt: skip
     print(format_table(rows))
     if args.out:
         print(f"appended {len(rows)} rows to {write_csv(rows, args.out)}")
@@ -347,6 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", default="eager", help="comma-separated: eager, compiled (default: eager)")
     p.add_argument("--precisions", default="fp32", help="comma-separated: fp32, bf16 (default: fp32)")
     p.add_argument("--peak-tflops", type=float, help="the device's peak TFLOP/s, for the fraction of peak reached")
+    p.add_argument("--teacher-model", help="also the deit step distilling a frozen teacher of this architecture "
+                   "(column deit+kd), e.g. --model deit_nano_distilled_patch4_28 "
+                   "--teacher-model vit_micro_patch4_28")  # fmt: skip
     p.add_argument("--out", type=Path, help="append the rows to this CSV (e.g. results/bench/<device>.csv)")
     p.add_argument("--threads", **threads)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

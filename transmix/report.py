@@ -16,6 +16,8 @@ import pandas as pd
 import yaml
 
 from transmix.checkpoint import RESOLVED
+from transmix.distill_report import is_student
+from transmix.distill_report import summarize as summarize_distillation
 from transmix.robustness.protocol import SUITES
 
 # The settings a reader needs to place a result: (label, key of the resolved config or of its "effective" part).
@@ -33,15 +35,18 @@ SETTINGS = (
 
 
 def setup(measured: pd.DataFrame, runs_dir: str | Path | None, variant: str, study_config: str | Path | None = None,
-          **page: Any) -> pd.DataFrame:  # fmt: skip
+          students: bool = False, **page: Any) -> pd.DataFrame:  # fmt: skip
     """One column per model and method of the study's main runs, one row per setting: what was trained, on what,
     evaluated on how many images, with which seeds, code and versions; ``page`` adds the page's own parameters
-    (weights shown, confidence, ...).
+    (weights shown, confidence, ...). ``students``: the distillation students' runs instead, one column per
+    student model and method.
 
     The settings come from each run's folder. Where the folders are gone (a table rendered again elsewhere), a
     ``study_config`` gives them as that file resolves them now, and the table says so; without either they read
     "not recorded"."""
     main = measured[(measured.ablation == "") & measured.suite.isin(["clean"])]
+    if students:
+        main = measured[is_student(measured.ablation) & measured.suite.isin(["clean"])]
     study = _study(study_config)
     columns = {}
     for (model, method), runs in main.groupby(["model", "method"], sort=False):
@@ -134,8 +139,9 @@ def _ci(row: pd.Series) -> str:
 
 def summarize(table: pd.DataFrame, treatment: str = "transmix", baseline: str = "deit") -> str:
     """A study's headline tables as markdown, from its tidy table alone: top-1 per method with the paired difference,
-    each robustness suite's paired difference (mean over the suite's levels that change the image), and each
-    ablation point's change against the study's own runs. The README shows these as printed."""
+    each robustness suite's paired difference (mean over the suite's levels that change the image), each
+    ablation point's change against the study's own runs, and the distillation students
+    (:func:`transmix.distill_report.summarize`). The README shows these as printed."""
     from transmix.results import SchemaError
     from transmix.stats import paired, t_interval
 
@@ -168,7 +174,7 @@ def summarize(table: pd.DataFrame, treatment: str = "transmix", baseline: str = 
             cells = rows.set_index("suite")
             parts.append(f"| {model} | " + " | ".join(_ci(cells.loc[c]) if c in cells.index else "" for c in columns)
                          + " |")  # fmt: skip
-    points = clean[(clean.ablation != "") & (clean.variant == "ema")]
+    points = clean[(clean.ablation != "") & (clean.variant == "ema") & ~is_student(clean.ablation)]
     if len(points):
         own = main[main.variant == "ema"].set_index(["model", "method", "seed"]).value.sort_index()
         parts += ["", "Ablations, EMA weights: change against the study's own runs, paired by seed, 95% t-interval:",
@@ -177,4 +183,5 @@ def summarize(table: pd.DataFrame, treatment: str = "transmix", baseline: str = 
             diff = runs.set_index("seed").value - own.loc[(model, method)]
             stat = t_interval(diff.dropna())
             parts.append(f"| {point} | {model} | {method} | {int(stat.n)} | {_ci(stat)} |")
-    return "\n".join(parts) + "\n"
+    students = summarize_distillation(ours)
+    return "\n".join(parts) + "\n" + (f"\n{students}" if students else "")

@@ -101,3 +101,19 @@ def test_a_teacher_that_cannot_teach_is_a_clear_error(fashion_root, finished_run
     one_output = student_config(fashion_root, finished_run, model="vit_micro_patch4_28", distillation="hard")
     with pytest.raises(TeacherError, match="distillation=hard needs a student with a distillation token"):
         train(one_output, tmp_path / "one-output", progress=False)
+
+
+def test_the_benchmark_measures_the_teachers_cost_side_by_side(tmp_path) -> None:
+    import csv
+    import subprocess
+
+    out = tmp_path / "bench.csv"
+    result = subprocess.run(["transmix", "bench", "--model", STUDENT, "--teacher-model", "vit_micro_patch4_28",
+                             "--batch-size", "32", "--steps", "2", "--rounds", "2", "--warmup", "1", "--threads", "1",
+                             "--out", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {r["column"]: r for r in csv.DictReader(out.open())}
+    assert list(rows) == ["deit", "transmix", "transmix-explicit", "timm", "deit+kd"]
+    kd = rows["deit+kd"]
+    assert float(kd["vs_deit_low"]) <= float(kd["vs_deit"]) <= float(kd["vs_deit_high"])
+    assert "deit+kd" in result.stdout

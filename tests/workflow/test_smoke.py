@@ -26,14 +26,21 @@ def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
     assert not re.search(r"epoch 1/1 step \d+/\d+ loss", result.stdout)  # the rest stayed in the log
 
     table = read(cwd / "results/smoke/results.csv")
+    students = table[table.ablation.str.startswith("kd=") & (table.suite == "clean")]
+    assert students.groupby("ablation").run_id.nunique().to_dict() == {
+        f"kd={teacher}.soft{t}": 2 for teacher in METHODS for t in (1, 4)} | {"kd=alone": 2}  # fmt: skip
     points = table[(table.source == "ours") & (table.ablation != "") & (table.suite == "clean")]
+    points = points[~points.ablation.str.startswith("kd=")]
     assert points.groupby("ablation").run_id.nunique().to_dict() == {
         "area_weight=0.0": 1, "attn_heads=max": 1, "switch_prob=0.8": 2}  # fmt: skip
     history = table[(table.suite == "history") & (table.metric == "lam_gap_mean")]
     assert set(history.method) == {"transmix"} and (history.value > 0).all()
     ours = table[(table.source == "ours") & (table.suite == "clean") & (table.ablation == "")]
     assert len(ours) == 6 * 2 * 2  # runs x {raw, ema} x {top1, top5}
-    robust = table[(table.source == "ours") & ~table.suite.isin(["clean", "history", "best_epoch", "attention_area"])]
+    robust = table[
+        (table.source == "ours")
+        & ~table.suite.isin(["clean", "history", "best_epoch", "attention_area", "calibration"])
+    ]
     assert set(robust.suite) == {"occlusion", "shuffle", "adversarial", "ood", "corruption"}
     assert robust.run_id.nunique() == 6 and set(robust.variant) == {"raw", "ema"}
     assert set(ours.method) == {"deit", "transmix"} and set(ours.seed) == {0, 1, 2}
@@ -50,6 +57,7 @@ def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
         "03_ablations": {"ablation_axes"},
         "04_attention_vs_area": {"fig1_pairs", "area_vs_attention", "gap_during_training"},
         "05_training_dynamics": {"loss_and_top1", "throughput"},
+        "06_distillation": {"teachers", "students", "differences"},
     }
     for name, expected in figures.items():
         notebook = json.loads((cwd / f"results/smoke/notebooks/{name}.ipynb").read_text())
