@@ -271,7 +271,13 @@ def create_model(
     )
     if not name.startswith(_NO_IMG_SIZE):
         kwargs["img_size"] = img_size
-    model = timm.create_model(name, **kwargs)
+    try:
+        model = timm.create_model(name, **kwargs)
+    except TypeError as err:  # CNNs (a RegNet teacher, ...) take any input size and have no img_size
+        if "img_size" not in str(err):
+            raise
+        del kwargs["img_size"]
+        model = timm.create_model(name, **kwargs)
     if not wrap:
         return model
     return ClassAttentionHead(model, num_classes=num_classes, in_chans=in_chans, img_size=img_size)
