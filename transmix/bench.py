@@ -10,7 +10,7 @@ Columns train their own copies of the same model (same initial weights) on the s
   optimizer): the reference for this package's overhead;
 * ``deit+kd`` (with a ``teacher_model``): the ``deit`` step distilling a frozen teacher of that architecture
   (soft, :mod:`transmix.distill`; random weights, which cost the same): its ratio to ``deit`` is what a teacher
-  adds to a training step.
+  adds to a training step (its TFLOP/s counts the student's work only).
 
 Each configuration (eager or ``torch.compile``, fp32 or bf16) runs warm-up rounds (compilation happens there), then
 measured rounds in which every column runs the same ``steps`` steps (the same batches and mixing draws every round),
