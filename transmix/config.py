@@ -92,15 +92,15 @@ class TrainConfig(Strict):
     attn_blocks: int = option(1, "TransMix: mean of this many blocks ending at attn_block (1 = it alone, as released)")
     attn_heads: str = option("mean", "TransMix: heads combined by mean (as released) | max")
     label_smoothing: float = option(0.1, "label smoothing of the (mixed) targets")
-    teacher: str = option("", "a finished run directory whose final.pt teaches this run (frozen, eval mode, the "
-                          "weights its evaluation reports first: EMA when it kept one); it sees the same mixed "
-                          "images as the student", group="distillation")  # fmt: skip
+    teacher: str = option("", "a finished run directory whose final.pt teaches this run (frozen, in eval mode; "
+                          "its EMA weights when it kept them, else its raw weights); it sees the same mixed images "
+                          "as the student", group="distillation")  # fmt: skip
     distillation: str = option("none", "none | soft (KL to the teacher's outputs at temperature distill_tau) | "
                                "hard (cross-entropy to the teacher's top class), as DeiT defines them; a distilled "
                                "student (deit_*_distilled_*) learns from the teacher through its distillation "
                                "token")  # fmt: skip
     distill_alpha: float = option(0.5, "loss = (1 - alpha) x label loss + alpha x distillation loss (DeiT's 0.5)")
-    distill_tau: float = option(1.0, "soft distillation's temperature (DeiT's 1.0); hard ignores it")
+    distill_tau: float = option(1.0, "soft distillation's temperature (DeiT's 1.0); hard takes none")
     epochs: int = option(10, "training epochs", group="optimisation (lr is used as given: no batch-size scaling)")
     batch_size: int = option(128, "per process; must be even when mixing")
     opt: str = option("adamw", "any timm optimizer name")
