@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from transmix.config import METHODS
 from transmix.stats import t_interval
 
 ALONE = "alone"
@@ -95,7 +96,7 @@ def summarize(ours: pd.DataFrame) -> str:
     kd = students(ours)
     if kd.empty:
         return ""
-    methods = list(dict.fromkeys(kd.method))
+    methods = [m for m in METHODS if m in set(kd.method)]
     gains = by_cell(taught_minus_alone(kd), ["kind", "teacher", "method"]).set_index(["kind", "teacher", "method"])
     alone = kd[kd.teacher == ALONE].groupby("method").value.agg(["mean", "std"])
     model, n = kd.model.iloc[0], int(kd.seed.nunique())
@@ -107,7 +108,7 @@ def summarize(ours: pd.DataFrame) -> str:
              "| alone | | " + " | ".join(f"{alone.loc[m, 'mean']:.2f} ± {alone.loc[m, 'std']:.2f}" for m in methods)
              + " |"]  # fmt: skip
     for kind in kinds(kd):
-        for teacher in dict.fromkeys(kd[kd.kind == kind].teacher):
+        for teacher in [m for m in METHODS if m in set(kd[kd.kind == kind].teacher)]:
             cells = [_ci(gains.loc[(kind, teacher, m)]) if (kind, teacher, m) in gains.index else "" for m in methods]
             parts.append(f"| {kind} | {teacher} | " + " | ".join(cells) + " |")
     return "\n".join(parts) + "\n"
