@@ -13,7 +13,7 @@ from transmix.results import SchemaError, paper, read
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("study", ["default", "reference"])
+@pytest.mark.parametrize("study", ["default", "reference", "distillation"])
 def test_the_readme_shows_each_committed_study_as_summarized(study) -> None:
     assert summarize(read(REPO / f"results/{study}/results.csv")) in (REPO / "README.md").read_text()
 
