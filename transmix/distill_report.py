@@ -13,9 +13,9 @@ import pandas as pd
 
 from transmix.config import METHODS
 from transmix.stats import t_interval
+from transmix.study import ALONE, KD
 
-ALONE = "alone"
-KD_PREFIX = "kd="
+KD_PREFIX = f"{KD}="  # the run-id grammar is transmix.study's
 
 
 def is_student(ablation: pd.Series) -> pd.Series:
