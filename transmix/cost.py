@@ -62,13 +62,13 @@ def train_images(config: str | Path) -> int:
 def study_cost(config: str | Path, tflops: float, images: int = IMAGENET_TRAIN_IMAGES) -> list[Cost]:
     """GPU-hours per model of a study config, at ``tflops`` sustained training throughput (TFLOP/s)."""
     study = Study(yaml.safe_load(Path(config).read_text()))
-    runs = len(study.methods) * len(study.seeds)
     out = []
     for number, name in enumerate(study.models, 1):
         log.info("counting FLOPs of %s (%d of %d)", name, number, len(study.models))
         cfg = study.model_config(name)
         flops, params = forward_flops(name, cfg.img_size)
         hours = 3 * flops * images * cfg.total_epochs / (tflops * 1e12) / 3600  # cooldown included
+        runs = (len(study.methods) + len(study.more_methods.get(name, []))) * len(study.seeds)
         out.append(Cost(name, params / 1e6, flops / 1e9, hours, runs))
     return out
 

@@ -1,8 +1,8 @@
 """A study config -> its runs: run ids, ablation points and every run's settings, checked before any job starts.
 
 A study (``workflow/config/*.yaml``, its shape in ``workflow/schemas/config.schema.yaml``) names ``models``,
-``methods``, ``seeds`` and the ``train:`` settings its runs share; optionally per-model ``overrides``, an
-``ablations:`` grid, a ``robustness:`` section and a ``distillation:`` section (students taught by the study's own
+``methods``, ``seeds`` and the ``train:`` settings its runs share; optionally per-model ``overrides``, per-model
+``more_methods`` (methods trained on that model only, beside ``methods``: the other mixes), an ``ablations:`` grid, a ``robustness:`` section and a ``distillation:`` section (students taught by the study's own
 runs). The Snakefile's input functions ask a :class:`Study` for paths
 and arguments; everything that decides what a run is lives here, where unit tests reach it. No torch is imported,
 so parsing the workflow stays fast.
@@ -61,6 +61,7 @@ class Study:
         self.name: str = config.get("study", "adhoc")
         self.models: list[str] = config["models"]
         self.methods: list[str] = config["methods"]
+        self.more_methods: dict[str, list[str]] = config.get("more_methods", {})
         self.seeds: list[int] = config["seeds"]
         self.train: dict[str, Any] = config.get("train", {})
         self.overrides: dict[str, dict[str, Any]] = config.get("overrides", {})
@@ -90,8 +91,10 @@ class Study:
         return self.train.get(key, getattr(TrainConfig, key))
 
     def run_ids(self) -> list[str]:
-        """The study's main runs: models x methods x seeds."""
-        return [run_id(m, meth, s) for m in self.models for meth in self.methods for s in self.seeds]
+        """The study's main runs: models x methods x seeds, then each model's ``more_methods`` x seeds."""
+        runs = [run_id(m, meth, s) for m in self.models for meth in self.methods for s in self.seeds]
+        more = [run_id(m, meth, s) for m, methods in self.more_methods.items() for meth in methods for s in self.seeds]
+        return runs + more
 
     @cached_property
     def points(self) -> dict[str, tuple[str, Any]]:
@@ -200,6 +203,7 @@ class Study:
                              "name")  # fmt: skip
         for model in self.overrides:
             self.model_config(model)
+        self._check_more_methods()
         if self.ablations:
             self._check_ablations()
         if self.distillation:
@@ -221,6 +225,16 @@ class Study:
                 check_model(model, cfg.img_size, 1 if cfg.dataset == "fashion_mnist" else 3)
             except ValueError as err:
                 raise StudyError(f"{err} (study {self.name}, `models`)") from None
+
+    def _check_more_methods(self) -> None:
+        unknown = sorted(set(self.more_methods) - set(self.models))
+        if unknown:
+            raise StudyError(f"more_methods name model(s) not in `models`: {unknown}; add them to `models`")
+        for model, methods in self.more_methods.items():
+            again = sorted(set(methods) & set(self.methods))
+            if again:  # the run ids would repeat
+                raise StudyError(f"more_methods: {model} lists {again}, which `methods` already trains on every "
+                                 "model; remove them there")  # fmt: skip
 
     def _check_ablations(self) -> None:
         unknown = sorted(set(self.ablations.get("models", [])) - set(self.models))

@@ -89,6 +89,16 @@ def test_per_model_overrides_reach_their_runs_only() -> None:
     assert len(imagenet.run_ids()) == 32 and imagenet.dataset == "imagefolder"
 
 
+def test_the_other_mixes_train_on_the_models_that_name_them() -> None:
+    reference = study(config("reference"))
+    runs = reference.run_ids()
+    assert len(runs) == 3 * 2 * 5 + 3 * 5 and len(set(runs)) == len(runs)
+    others = {(r.split("__")[0], r.split("__")[1]) for r in runs if r.split("__")[1] in ("none", "mixup", "cutmix")}
+    assert others == {("vit_micro_patch4_28", m) for m in ("none", "mixup", "cutmix")}
+    settings = reference.settings("vit_micro_patch4_28__mixup__s4")
+    assert (settings["method"], settings["seed"], settings["epochs"]) == ("mixup", 4, 10)
+
+
 def edit_axes(axes: dict):
     def edit(values: dict) -> None:
         values["ablations"]["axes"] = axes
@@ -117,6 +127,11 @@ def edit_axes(axes: dict):
         ("ablations", lambda c: c["ablations"].update(models=["vit_nano"]), StudyError, "ablations name model"),
         ("ablations", lambda c: c.update(methods=["deit", "cutmix"]), StudyError,
          r"axis 'area_weight' changes only how TransMix .* have no transmix"),
+        ("reference", lambda c: c["more_methods"].update(vit_nano=["none"]), StudyError,
+         r"more_methods name model\(s\) not in `models`: \['vit_nano'\]"),
+        ("reference", lambda c: c["more_methods"].update(xcit_micro_patch8_28=["transmix"]), StudyError,
+         r"lists \['transmix'\], which `methods` already trains"),
+        ("reference", lambda c: c["more_methods"].update(xcit_micro_patch8_28=["area"]), Exception, "'area' is not"),
         ("default", lambda c: c.update(baseline="mixup"), StudyError, "baseline 'mixup' is not one of the study's"),
         ("default", lambda c: c.update(baseline="area"), Exception, "'area' is not one of"),
         ("distillation", lambda c: c["distillation"].update(teachers=["mixup"]), StudyError,
