@@ -2,9 +2,10 @@
 
 A study (``workflow/config/*.yaml``, its shape in ``workflow/schemas/config.schema.yaml``) names ``models``,
 ``methods``, ``seeds`` and the ``train:`` settings its runs share; optionally per-model ``overrides``, per-model
-``more_methods`` (methods trained on that model only, beside ``methods``: the other mixes), an ``ablations:`` grid, a ``robustness:`` section and a ``distillation:`` section (students taught by the study's own
-runs). The Snakefile's input functions ask a :class:`Study` for paths
-and arguments; everything that decides what a run is lives here, where unit tests reach it. No torch is imported,
+``more_methods`` (methods trained on that model only, beside ``methods``: the other mixes), an ``ablations:`` grid,
+a ``robustness:`` section and a ``distillation:`` section (students taught by the study's own runs). The
+Snakefile's input functions ask a :class:`Study` for paths and arguments; everything that decides what a run is
+lives here, where unit tests reach it. No torch is imported,
 so parsing the workflow stays fast.
 
 Run ids are deterministic: ``{model}__{method}__s{seed}``, plus ``__{key}={value}`` for a run of an ablation point,
