@@ -137,8 +137,34 @@ def _ci(row: pd.Series) -> str:
     return f"{row['mean']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}]".replace("-", "−")
 
 
+def _every_method(main: pd.DataFrame, baseline: str) -> list[str]:
+    """Where every method of the study stands (EMA weights), for models trained with more than two: each method's
+    top-1 and its difference from ``baseline``, paired by seed. No lines for a study of two methods."""
+    from transmix.stats import paired
+
+    ema = main[main.variant == "ema"]
+    models = [m for m, rows in ema.groupby("model") if rows.method.nunique() > 2]
+    if not models:
+        return []
+    lines = ["", f"Every method, EMA weights: top-1 (%) mean ± sd over seeds; method − {baseline} paired by seed, 95% "
+             "t-interval:", "", f"| model | method | seeds | top-1 | method − {baseline} [95% CI] |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for model in models:
+        rows = ema[ema.model == model]
+        spread = rows.groupby("method").value.agg(["mean", "std", "count"]).sort_values("mean", ascending=False)
+        for method, stat in spread.iterrows():
+            diff = paired(rows, ["model"], method, baseline)
+            cell = "(baseline)" if method == baseline else _ci(diff.iloc[0]) if len(diff) else ""
+            if len(diff) and diff.iloc[0]["n"] < 2:
+                cell = f"{diff.iloc[0]['mean']:+.2f} (one seed: no interval)".replace("-", "−")
+            top1 = f"{stat['mean']:.2f}" + (f" ± {stat['std']:.2f}" if stat["count"] > 1 else "")
+            lines.append(f"| {model} | {method} | {int(stat['count'])} | {top1} | {cell} |")
+    return lines
+
+
 def summarize(table: pd.DataFrame, treatment: str = "transmix", baseline: str = "deit") -> str:
     """A study's headline tables as markdown, from its tidy table alone: top-1 per method with the paired difference,
+    where a model trained more methods each one's top-1 and difference from the baseline,
     each robustness suite's paired difference (mean over the suite's levels that change the image), each
     ablation point's change against the study's own runs, and the distillation students
     (:func:`transmix.distill_report.summarize`). The README shows these as printed."""
@@ -159,6 +185,7 @@ def summarize(table: pd.DataFrame, treatment: str = "transmix", baseline: str = 
         a, b = spread.loc[(model, variant, baseline)], spread.loc[(model, variant, treatment)]
         parts.append(f"| {model} | {variant} | {a['mean']:.2f} ± {a['std']:.2f} | {b['mean']:.2f} ± {b['std']:.2f} | "
                      f"{_ci(row)} | {int(row.wins)} of {int(row.n)} |")  # fmt: skip
+    parts += _every_method(main, baseline)
     rob = ours[ours.suite.isin(SUITES) & (ours.ablation == "") & (ours.variant == "ema")]
     rob = rob[[CLEAN_LEVELS.get(s) != v for s, v in zip(rob.suite, rob.level, strict=True)]]
     if len(rob):

@@ -35,6 +35,22 @@ def test_the_numbers_by_hand() -> None:
     assert "| m | ema | 70.00 ± 0.00 | 72.00 ± 1.00 | +2.00 [−0.48, +4.48] | 3 of 3 |" in text
     assert "| m | +1.00 [+1.00, +1.00] |" in text  # occlusion: the unchanged level did not dilute it
     assert "| area_weight=0.0 | m | transmix | 2 | −2.00 [−2.00, −2.00] |" in text
+    assert "Every method" not in text  # two methods: the first table says it all
+
+
+def test_every_method_of_a_model_that_trained_more_than_two() -> None:
+    # none - deit per seed: -1, -1, -4 -> mean -2, sd 1.73, t(0.975, 2) = 4.303 -> half width 4.30
+    values = {"deit": [70.0, 71.0, 72.0], "transmix": [71.0, 71.0, 72.0], "none": [69.0, 70.0, 68.0]}
+    rows = [_row(method, s, v) for method, seeds in values.items() for s, v in enumerate(seeds)]
+    rows += [_row("mixup", 0, 75.0)]  # one seed: no interval, still listed
+    lines = summarize(pd.DataFrame(rows)).split("Every method", 1)[1].splitlines()
+    table = [line for line in lines if line.startswith("| m |")]
+    assert table == [
+        "| m | mixup | 1 | 75.00 | +5.00 (one seed: no interval) |",
+        "| m | transmix | 3 | 71.33 ± 0.58 | +0.33 [−1.10, +1.77] |",
+        "| m | deit | 3 | 71.00 ± 1.00 | (baseline) |",
+        "| m | none | 3 | 69.00 ± 1.00 | −2.00 [−6.30, +2.30] |",
+    ]
 
 
 def test_a_table_without_measured_rows_is_refused() -> None:

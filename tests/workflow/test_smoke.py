@@ -20,7 +20,7 @@ def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
     # one line per finished epoch of every run on the terminal, while the rest goes to the job's log
     epoch_lines = re.findall(r"^\S+ (\S+__s\d) epoch (\d+)/(\d+) loss \S+ val top-1 ", result.stdout, re.M)
     assert {(run, epoch) for run, epoch, _ in epoch_lines} >= {(f"{MODEL}__{m}__s{s}", "1") for m in METHODS
-                                                              for s in (0, 1, 2)}  # fmt: skip
+                                                              for s in (0, 1)}  # fmt: skip
     log = (cwd / f"results/smoke/logs/train/{MODEL}__transmix__s0.log").read_text()
     assert re.search(r"epoch 1/1 step \d+/\d+ loss", log) and " val top-1 " in log
     assert not re.search(r"epoch 1/1 step \d+/\d+ loss", result.stdout)  # the rest stayed in the log
@@ -28,7 +28,7 @@ def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
     table = read(cwd / "results/smoke/results.csv")
     students = table[table.ablation.str.startswith("kd=") & (table.suite == "clean")]
     assert students.groupby("ablation").run_id.nunique().to_dict() == {
-        f"kd={teacher}.soft{t}": 2 for teacher in METHODS for t in (1, 4)} | {"kd=alone": 2}  # fmt: skip
+        f"kd={teacher}.soft4": 2 for teacher in METHODS} | {"kd=alone": 2}  # fmt: skip
     points = table[(table.source == "ours") & (table.ablation != "") & (table.suite == "clean")]
     points = points[~points.ablation.str.startswith("kd=")]
     assert points.groupby("ablation").run_id.nunique().to_dict() == {
@@ -36,19 +36,19 @@ def test_smoke_study_end_to_end(pipeline, snakemake) -> None:
     history = table[(table.suite == "history") & (table.metric == "lam_gap_mean")]
     assert set(history.method) == {"transmix"} and (history.value > 0).all()
     ours = table[(table.source == "ours") & (table.suite == "clean") & (table.ablation == "")]
-    assert len(ours) == 6 * 2 * 2  # runs x {raw, ema} x {top1, top5}
+    assert len(ours) == 4 * 2 * 2  # runs x {raw, ema} x {top1, top5}
     robust = table[
         (table.source == "ours")
         & ~table.suite.isin(["clean", "history", "best_epoch", "attention_area", "calibration"])
     ]
     assert set(robust.suite) == {"occlusion", "shuffle", "adversarial", "ood", "corruption"}
-    assert robust.run_id.nunique() == 6 and set(robust.variant) == {"raw", "ema"}
-    assert set(ours.method) == {"deit", "transmix"} and set(ours.seed) == {0, 1, 2}
-    assert ours.config_hash.nunique() == 6 and (ours.study == "smoke").all()
+    assert robust.run_id.nunique() == 4 and set(robust.variant) == {"raw", "ema"}
+    assert set(ours.method) == {"deit", "transmix"} and set(ours.seed) == {0, 1}
+    assert ours.config_hash.nunique() == 4 and (ours.study == "smoke").all()
     assert (ours.n == 1000).all()  # the study's `evaluation: images` reached every evaluation job
     assert (table.source == "paper").sum() > 0
     pairs = table[table.suite == "attention_area"]  # every run pastes boxes: deit and transmix
-    assert pairs.run_id.nunique() == 6 + 4 and set(pairs.metric) == {"gap_mean", "correlation", "attn_below_area"}
+    assert pairs.run_id.nunique() == 4 + 4 and set(pairs.metric) == {"gap_mean", "correlation", "attn_below_area"}
     assert (pairs.n == 50).all()  # the study's `evaluation: pairs` reached every evaluation job
 
     figures = {
