@@ -47,46 +47,53 @@ def top_k(
     ks: tuple[int, ...] = (1, 5),
 ) -> dict[int, float]:
     """Top-k accuracy in percent, in eval mode whatever mode the model is in (and left in its mode)."""
-    was_training = model.training
-    model.eval()
-    correct = dict.fromkeys(ks, 0)
-    for x, y in data.eval_batches(batch_size):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast(device, precision):
-            logits = model(x)
-        ranked = logits.float().topk(min(max(ks), logits.shape[1]), dim=1).indices  # top-5 of 3 classes: all
-        hits = ranked == y[:, None]
-        for k in ks:
-            correct[k] += int(hits[:, :k].any(dim=1).sum())
-    model.train(was_training)
-    return {k: 100.0 * c / len(data) for k, c in correct.items()}
+    return scores(model, data, device, precision, batch_size, ks, bins=0)[0]
 
 
 @torch.no_grad()
 def calibration(model: nn.Module, data: Split, device: torch.device, precision: str = "fp32",
                 batch_size: int = 500, bins: int = 15) -> dict[str, float]:  # fmt: skip
-    """How far the model's confidence is from its accuracy, and how smooth its outputs are: the expected
-    calibration error (percent; ``bins`` equal-width bins of the top softmax probability, each weighted by its share
-    of images) and the mean entropy of the softmax (nats; ``log(classes)`` for a uniform output). MIX-KD (Choi et al.,
-    WACV 2023) ties a teacher's usefulness to this smoothness, so every run reports both (``suite =
-    calibration``)."""
+    """How far the model's confidence is from its accuracy, and how smooth its outputs are (:func:`scores`)."""
+    return scores(model, data, device, precision, batch_size, ks=(1,), bins=bins)[1]
+
+
+@torch.no_grad()
+def scores(model: nn.Module, data: Split, device: torch.device, precision: str = "fp32", batch_size: int = 500,
+           ks: tuple[int, ...] = (1, 5), bins: int = 15) -> tuple[dict[int, float], dict[str, float]]:  # fmt: skip
+    """Top-k accuracy (percent) and, with ``bins``, the calibration, from one pass over ``data`` in eval mode.
+
+    The calibration: the expected calibration error (percent; ``bins`` equal-width bins of the top softmax
+    probability, each weighted by its share of images) and the mean entropy of the softmax (nats; ``log(classes)``
+    for a uniform output). MIX-KD (Choi et al., WACV 2023) ties a teacher's usefulness to this smoothness, so every
+    run reports both (``suite = calibration``). One pass serves both because a pass over the test split is the cost
+    of an evaluation."""
     was_training = model.training
     model.eval()
-    confidence, correct, entropy = [], [], []
+    correct = dict.fromkeys(ks, 0)
+    confidence, hit, entropy = [], [], []
     for x, y in data.eval_batches(batch_size):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, precision):
-            logits = model(x.to(device, non_blocking=True))
-        probs = logits.float().softmax(dim=1)
-        top, pred = probs.max(dim=1)
-        confidence.append(top.cpu())
-        correct.append((pred.cpu() == y).float())
-        entropy.append(torch.special.entr(probs).sum(dim=1).cpu())
+            logits = model(x).float()
+        ranked = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices  # top-5 of 3 classes: all
+        hits = ranked == y[:, None]
+        for k in ks:
+            correct[k] += int(hits[:, :k].any(dim=1).sum())
+        if bins:
+            probs = logits.softmax(dim=1)
+            top, pred = probs.max(dim=1)
+            confidence.append(top.cpu())
+            hit.append((pred == y).float().cpu())
+            entropy.append(torch.special.entr(probs).sum(dim=1).cpu())
     model.train(was_training)
-    conf, hit = torch.cat(confidence), torch.cat(correct)
+    accuracy = {k: 100.0 * c / len(data) for k, c in correct.items()}
+    if not bins:
+        return accuracy, {}
+    conf, right = torch.cat(confidence), torch.cat(hit)
     which = torch.clamp((conf * bins).long(), max=bins - 1)
-    ece = sum((which == b).float().mean() * (conf[which == b].mean() - hit[which == b].mean()).abs()
+    ece = sum((which == b).float().mean() * (conf[which == b].mean() - right[which == b].mean()).abs()
               for b in range(bins) if (which == b).any())  # fmt: skip
-    return {"ece": 100.0 * float(ece), "entropy": float(torch.cat(entropy).mean())}
+    return accuracy, {"ece": 100.0 * float(ece), "entropy": float(torch.cat(entropy).mean())}
 
 
 def load_final(run_dir: str | Path, device: torch.device) -> tuple[TrainConfig, dict[str, Any]]:
@@ -139,9 +146,10 @@ def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500, imag
     rows = []
     models = variants(cfg, state, test, dev)
     for variant, model in models.items():
-        for k, value in top_k(model, test, dev, cfg.precision, batch_size=batch_size).items():
+        accuracy, calibrated = scores(model, test, dev, cfg.precision, batch_size=batch_size)
+        for k, value in accuracy.items():
             rows.append({"suite": "clean", "variant": variant, "metric": f"top{k}", "value": value, "n": len(test)})
-        for metric, value in calibration(model, test, dev, cfg.precision, batch_size=batch_size).items():
+        for metric, value in calibrated.items():
             rows.append({"suite": "calibration", "variant": variant, "metric": metric, "value": value, "n": len(test)})
     rows += history_rows(run_dir, cfg)
     rows += attention_rows(run_dir, cfg, list(models), device, pairs)
