@@ -40,7 +40,8 @@ def snakemake_slurm(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Po
     # SIGINT (not TERM) on timeout: Snakemake then cancels its SLURM jobs before it exits.
     cmd = ["timeout", "-s", "INT", "900", "snakemake", "--workflow-profile", "workflow/profiles/slurm",
            "--jobs", "2", "--default-resources", "slurm_partition=debug", "--slurm-status-command", "squeue",
-           "--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs", *args]  # fmt: skip
+           "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "2",
+           "--slurm-keep-successful-logs", *args]  # fmt: skip
     env = {**env, "XDG_CACHE_HOME": str(cwd / ".cache")}
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
