@@ -41,17 +41,20 @@ def setup(measured: pd.DataFrame, runs_dir: str | Path | None, variant: str, stu
     (weights shown, confidence, ...). ``students``: the distillation students' runs instead, one column per
     student model and method.
 
-    The settings come from each run's folder. Where the folders are gone (a table rendered again elsewhere), a
-    ``study_config`` gives them as that file resolves them now, and the table says so; without either they read
-    "not recorded"."""
+    The settings come from the first of the runs' folders that is there (the table says how many are, when not all).
+    Where the folders are gone (a table rendered again elsewhere), a ``study_config`` gives them as that file
+    resolves them now, and the table says so; without either they read "not recorded"."""
     main = measured[(measured.ablation == "") & measured.suite.isin(["clean"])]
     if students:
         main = measured[is_student(measured.ablation) & measured.suite.isin(["clean"])]
     study = _study(study_config)
     columns = {}
     for (model, method), runs in main.groupby(["model", "method"], sort=False):
-        first = _resolved(runs_dir, runs.run_id.iloc[0])
-        source = "the runs' config.resolved.yaml"
+        ids = list(dict.fromkeys(runs.run_id))
+        kept = [found for found in (_resolved(runs_dir, run) for run in ids) if found is not None]
+        first = kept[0] if kept else None  # the first run whose folder is there
+        source = "the runs' config.resolved.yaml" + ("" if len(kept) == len(ids) else
+                                                      f" ({len(kept)} of {len(ids)} run folders kept)")  # fmt: skip
         if first is None and study is not None:
             first, source = _from_study(study, runs.run_id.iloc[0]), f"{study_config} (the run folders were not kept)"
         values: dict[str, Any] = {label: _setting(first, key) for label, key in SETTINGS}

@@ -45,7 +45,7 @@ def _rows(run_id: str, method: str, seed: int) -> dict:
 
 def test_setup_reads_each_run_config_and_says_what_it_could_not(tmp_path) -> None:
     measured = pd.DataFrame([_rows(f"m__{m}__s{s}", m, s) for m in ("deit", "transmix") for s in (0, 1)])
-    run = tmp_path / "m__transmix__s0"
+    run = tmp_path / "m__transmix__s1"  # the second run's folder: the first one's is gone
     run.mkdir()
     config = {"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "epochs": 7, "cooldown_epochs": 3, "batch_size": 64,
               "lr": 0.002, "switch_prob": 0.5, "ema_decay": 0.99}  # fmt: skip
@@ -58,6 +58,7 @@ def test_setup_reads_each_run_config_and_says_what_it_could_not(tmp_path) -> Non
     assert transmix["mixup / cutmix alpha"] == "0.8 / 1.0" and transmix["torch / timm"] == "2.x / 1.y"
     assert deit["peak lr"] == "not recorded" and deit["torch / timm"] == "not recorded"  # its folder is absent
     assert transmix["seeds"] == "0, 1" and transmix["package, revision"] == "0.1.0, abcdef0"
+    assert transmix["settings read from"] == "the runs' config.resolved.yaml (1 of 2 run folders kept)"
     assert transmix["confidence"] == "0.95" and transmix["weights shown"] == "ema"
     assert (setup(measured, None, "raw").loc["peak lr"] == "not recorded").all()
 
