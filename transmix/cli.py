@@ -131,7 +131,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     from transmix.results import collect, write
 
-    df = collect(args.inputs, include_paper=not args.no_paper)
+    df = collect(args.inputs, include_paper=not args.no_paper, onto=args.onto)
     write(df, args.out)
     print(f"{args.out}: {len(df)} rows ({int((df.source == 'ours').sum())} measured)")
     return 0
@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path, help="per-run CSVs from `transmix evaluate`")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--no-paper", action="store_true", help="leave out the published numbers")
+    p.add_argument("--onto", type=Path, help="a study table to add the runs to; rows of a run it holds are replaced "
+                   "(e.g. --onto results/reference/results.csv --out results/reference/results.csv)")  # fmt: skip
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser(

@@ -188,9 +188,18 @@ def missing_rows(ours: pd.DataFrame) -> list[str]:
     return gaps
 
 
-def collect(paths: Iterable[str | Path], include_paper: bool = True) -> pd.DataFrame:
-    """One study table: every per-run CSV (each checked whole, :func:`read_run_table`), plus the published rows."""
+def collect(paths: Iterable[str | Path], include_paper: bool = True, onto: str | Path | None = None) -> pd.DataFrame:
+    """One study table: every per-run CSV (each checked whole, :func:`read_run_table`), plus the published rows.
+
+    ``onto``: a study table the new runs are added to, as when runs are added to a committed study whose run
+    folders were not kept; a run it already holds is replaced by its new rows, and its published rows are kept
+    (not added twice)."""
     parts = [read_run_table(p) for p in paths]
+    if onto is not None:
+        base = read(onto)
+        new = set(pd.concat(parts).run_id) if parts else set()
+        parts.insert(0, base[~(base.run_id.isin(new) & (base.source == "ours"))])
+        include_paper = include_paper and not (base.source == "paper").any()
     if include_paper:
         parts.append(paper())
     if not parts:

@@ -121,8 +121,8 @@ def test_a_cut_run_table_is_refused_naming_the_file(run_table, capsys) -> None:
     from transmix.results import read_run_table
 
     # clean top-1/5 of raw and EMA; 8 history metrics x 7 epochs; the best epoch of raw and EMA; attention
-    # against area (3 statistics) of raw and EMA
-    assert len(read_run_table(run_table)) == 4 + 7 * 8 + 2 + 3 * 2
+    # against area (3 statistics) and calibration (ece, entropy) of raw and EMA
+    assert len(read_run_table(run_table)) == 4 + 7 * 8 + 2 + 3 * 2 + 2 * 2
     lines = run_table.read_text().splitlines(keepends=True)
     last_history = max(i for i, line in enumerate(lines) if ",history," in line)
     cases = {
@@ -139,6 +139,26 @@ def test_a_cut_run_table_is_refused_naming_the_file(run_table, capsys) -> None:
         assert main(["collect", "--out", str(run_table.with_name("table.csv")), str(run_table), str(cut)]) == 1, case
         assert str(cut) in capsys.readouterr().err and not run_table.with_name("table.csv").exists()
     assert "lacks epochs" in str(err.value) or "lacks" in str(err.value)
+
+
+def test_runs_added_onto_a_study_table_replace_their_old_rows(run_table, tmp_path) -> None:
+    from transmix.cli import main
+
+    study = read("results/default/results.csv")
+    again = read(run_table).assign(value=lambda d: d.value + 1.0)  # the same run measured again
+    other = again.assign(run_id="vit_micro_patch4_28__none__s0", method="none")  # a run the table lacks
+    write(again, tmp_path / "again.csv")
+    write(other, tmp_path / "other.csv")
+    out = tmp_path / "table.csv"
+    assert main(["collect", "--onto", "results/default/results.csv", "--out", str(out), str(tmp_path / "again.csv"),
+                 str(tmp_path / "other.csv")]) == 0  # fmt: skip
+    merged = read(out)
+    assert len(merged) == len(study) + len(other)  # the run measured again replaced, the paper rows not doubled
+    assert (merged.source == "paper").sum() == (study.source == "paper").sum()
+    run = merged[merged.run_id == "vit_micro_patch4_28__transmix__s0"].value.to_numpy()
+    assert (run == again.value.to_numpy()).all()
+    untouched = study[(study.source == "ours") & (study.run_id != "vit_micro_patch4_28__transmix__s0")]
+    assert (untouched.value.to_numpy() == merged[merged.run_id.isin(untouched.run_id)].value.to_numpy()).all()
 
 
 def test_a_run_is_dirty_only_when_the_code_changed(tmp_path) -> None:
