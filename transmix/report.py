@@ -51,8 +51,8 @@ def setup(measured: pd.DataFrame, runs_dir: str | Path | None, variant: str, stu
     columns = {}
     for (model, method), runs in main.groupby(["model", "method"], sort=False):
         ids = list(dict.fromkeys(runs.run_id))
-        kept = [found for found in (_resolved(runs_dir, run) for run in ids) if found is not None]
-        first = kept[0] if kept else None  # the first run whose folder is there
+        kept = [run for run in ids if runs_dir and (Path(runs_dir) / run / RESOLVED).exists()]
+        first = _resolved(runs_dir, kept[0]) if kept else None  # the first run whose folder is there
         source = "the runs' config.resolved.yaml" + ("" if len(kept) == len(ids) else
                                                       f" ({len(kept)} of {len(ids)} run folders kept)")  # fmt: skip
         if first is None and study is not None:
@@ -136,7 +136,14 @@ def published_gains(paper: pd.DataFrame, treatment: str = "transmix", baseline: 
 CLEAN_LEVELS = {"occlusion": 0.0, "shuffle": 1.0, "adversarial": 0.0}  # the level that leaves the image as it was
 
 
+def method_order(methods: Any, baseline: str) -> list[str]:
+    """The order every page lists methods in (and colours them by): the baseline, transmix, then the rest."""
+    return sorted(set(methods), key=lambda m: (m != baseline, m != "transmix", m))
+
+
 def _ci(row: pd.Series) -> str:
+    if row["n"] < 2:
+        return f"{row['mean']:+.2f} (one seed: no interval)".replace("-", "−")
     return f"{row['mean']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}]".replace("-", "−")
 
 
@@ -158,8 +165,6 @@ def _every_method(main: pd.DataFrame, baseline: str) -> list[str]:
         for method, stat in spread.iterrows():
             diff = paired(rows, ["model"], method, baseline)
             cell = "(baseline)" if method == baseline else _ci(diff.iloc[0]) if len(diff) else ""
-            if len(diff) and diff.iloc[0]["n"] < 2:
-                cell = f"{diff.iloc[0]['mean']:+.2f} (one seed: no interval)".replace("-", "−")
             top1 = f"{stat['mean']:.2f}" + (f" ± {stat['std']:.2f}" if stat["count"] > 1 else "")
             lines.append(f"| {model} | {method} | {int(stat['count'])} | {top1} | {cell} |")
     return lines
