@@ -11,8 +11,26 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA starts: deterministic cuBLAS when asked
-# The longest files start first, so that no worker is left running one of them alone at the end.
-FIRST = ("tests/cluster/", "tests/workflow/test_smoke.py")
+# Workers take test files in this order (`--no-loadscope-reorder`), the rest after them as collected: the longest
+# first, so that no worker is left running one of them alone at the end. A worker holds the file after the one it
+# runs (xdist runs a test once it knows the next), so the two short files after the two long single-test ones wait
+# behind them, not a long one.
+FIRST = (
+    "tests/workflow/test_smoke.py",
+    "tests/cluster/",
+    "tests/integration/test_run_folder.py",
+    "tests/unit/test_mixing.py",
+    "tests/unit/test_config.py",
+    "tests/integration/test_reliability.py",
+    "tests/integration/test_ddp.py",
+    "tests/integration/test_train.py",
+    "tests/workflow/test_dry_runs.py",
+    "tests/integration/test_robustness_imagefolder.py",
+    "tests/integration/test_gpu_check.py",
+    "tests/workflow/test_rerun.py",
+    "tests/integration/test_robustness.py",
+    "tests/integration/test_imagefolder.py",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -54,12 +54,13 @@ def slurm_jobs(env: dict[str, str]) -> list[str]:
 def test_smoke_study_runs_through_slurm_and_a_preempted_job_resumes(slurm, pipeline) -> None:
     # One seed, up to notebook 01: 2 trainings, 2 evaluations and a notebook as SLURM jobs (the ablation grid, the
     # robustness suites and the other notebooks are covered by the local smoke run). Training is long enough (3 epochs
-    # of 64 steps) to preempt the TransMix job inside its second epoch, as SLURM preemption does: the retried job
-    # must resume at that step.
+    # of 64 steps of 32 images) to preempt the TransMix job inside its second epoch, as SLURM preemption does: the
+    # retried job must resume at that step.
     cwd = pipeline
     config = cwd / "workflow/config/smoke.yaml"
     text = config.read_text().split("ablations:")[0].replace("seeds: [0, 1] ", "seeds: [0] ")
-    config.write_text(text.replace("train_subset: 512", "train_subset: 4096").replace("epochs: 1", "epochs: 3"))
+    text = text.replace("train_subset: 512", "train_subset: 2048").replace("batch_size: 64", "batch_size: 32")
+    config.write_text(text.replace("epochs: 1", "epochs: 3"))
     proc = snakemake_slurm(cwd, slurm, "results/smoke/notebooks/01_main_results.html", "--configfile", str(config))
     log = cwd / "results/smoke/logs/train/vit_micro_patch4_28__transmix__s0.log"
     deadline = time.monotonic() + 300
