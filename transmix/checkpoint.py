@@ -29,11 +29,10 @@ import torch
 
 from transmix import __version__
 from transmix.atomic import atomic_open
+from transmix.layout import CHECKPOINT, CORRUPT, FINAL, HISTORY, LOCK, PREVIOUS, RESOLVED  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT, PREVIOUS, CORRUPT, FINAL = "checkpoint.pt", "checkpoint.prev.pt", "checkpoint.corrupt.pt", "final.pt"
-HISTORY, RESOLVED, LOCK = "history.jsonl", "config.resolved.yaml", "train.lock"
 PREEMPTED_EXIT = 143  # 128 + SIGTERM: the job did not finish and should be run again
 
 

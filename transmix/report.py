@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from transmix.checkpoint import RESOLVED
 from transmix.distill_report import is_student
 from transmix.distill_report import summarize as summarize_distillation
+from transmix.layout import RESOLVED
 from transmix.robustness.protocol import SUITES
 
 # The settings a reader needs to place a result: (label, key of the resolved config or of its "effective" part).

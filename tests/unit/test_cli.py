@@ -45,6 +45,18 @@ def test_help_and_light_modules_need_no_torch() -> None:
     assert "switch_prob = 0.5  (P(CutMix) when both are on" in out and "adversarial_epsilons = [0.0, 1/255" in out
 
 
+def test_the_notebooks_modules_need_no_torch() -> None:
+    # what notebooks 01-03, 05 and 06 import: their kernels start without torch or timm (04 draws pairs: it needs both)
+    script = (
+        "import sys\n"
+        "import transmix.config, transmix.distill_report, transmix.report, transmix.results, transmix.stats\n"
+        "import transmix.robustness.protocol\n"
+        "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]", out[-2000:]
+
+
 def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys) -> None:
     import errno
     import os
