@@ -67,7 +67,7 @@ def test_a_truncated_final_is_named_then_written_again(fashion_root, reference, 
 def test_a_second_trainer_into_the_same_folder_is_refused(fashion_root, tmp_path) -> None:
     out = tmp_path / "run"
     first = start(fashion_root, out)
-    wait_for_line(first, "epoch 1/3 step 8/32")
+    wait_for_line(first, "epoch 2/3 step 8/32")  # epoch 1 is saved: the folder holds a checkpoint of its config
     first.send_signal(signal.SIGSTOP)  # holding the lock mid-run, however long the second takes to start
     second = run(fashion_root, out)
     assert second.returncode == 1 and f"is being trained by process {first.pid}" in second.stderr, second.stderr

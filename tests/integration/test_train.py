@@ -11,6 +11,7 @@ import yaml
 
 from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, LOCK, RESOLVED
 from transmix.config import from_dict
+from transmix.data import eval_split
 from transmix.evaluate import clean
 from transmix.train import TrainingError, train
 
@@ -128,7 +129,7 @@ def test_other_config_in_run_dir_is_refused(finished_run) -> None:
 
 
 def test_evaluate_rows(finished_run) -> None:
-    rows = clean(finished_run, device="cpu")
+    rows = clean(finished_run, device="cpu", images=2000)  # the first 2000 test images (0, the default: all)
     history = rows[rows.suite == "history"]  # per epoch: loss, val top-1 raw and EMA, lambdas, throughput
     assert set(history.level) == {1, 2} and (history.n.isna() | (history.n == 128)).all()
     assert sorted(zip(history.variant, history.metric, strict=True))[:3] == [
@@ -143,7 +144,8 @@ def test_evaluate_rows(finished_run) -> None:
         ("raw", "top1"),
         ("raw", "top5"),
     ]
-    assert (df.n == 10000).all() and (df.study == "shared").all() and (df.source == "ours").all()
+    assert (df.n == 2000).all() and (df.study == "shared").all() and (df.source == "ours").all()
+    assert len(eval_split(from_dict(yaml.safe_load((finished_run / RESOLVED).read_text())["config"]), 0)) == 10000
     assert (df.run_id == finished_run.name).all()
     top = df.set_index(["variant", "metric"])["value"]
     assert top["raw", "top1"] <= top["raw", "top5"] <= 100
