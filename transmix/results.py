@@ -197,7 +197,7 @@ def collect(paths: Iterable[str | Path], include_paper: bool = True, onto: str |
     parts = [read_run_table(p) for p in paths]
     if onto is not None:
         base = read(onto)
-        new = set(pd.concat(parts).run_id) if parts else set()
+        new = {run for part in parts for run in part.run_id}  # the runs measured again
         parts.insert(0, base[~(base.run_id.isin(new) & (base.source == "ours"))])
         include_paper = include_paper and not (base.source == "paper").any()
     if include_paper:
