@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 LOAD = """
 import sys, torch, timm
 assert "transmix" not in sys.modules
+torch.set_num_threads(int(sys.argv[3]))  # the exporting process's count: another sums the logits in another order
 model = timm.create_model(f"local-dir:{sys.argv[1]}", pretrained=True).eval()
 io = torch.load(sys.argv[2], weights_only=True)
 print(torch.equal(model(io["x"]), io["y"]), timm.data.resolve_data_config({}, model=model)["mean"])
@@ -46,8 +47,8 @@ def test_an_exported_run_loads_in_timm_alone_with_the_same_logits(tmp_path) -> N
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.save({"x": x, "y": model(x)}, tmp_path / "io.pt")
-    loaded = subprocess.run([sys.executable, "-c", LOAD, str(out), str(tmp_path / "io.pt")], capture_output=True,
-                            text=True, timeout=300)  # fmt: skip
+    args = [str(out), str(tmp_path / "io.pt"), str(torch.get_num_threads())]
+    loaded = subprocess.run([sys.executable, "-c", LOAD, *args], capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0 and loaded.stdout.split()[0] == "True", loaded.stdout + loaded.stderr
     assert "0.5" in loaded.stdout  # the run's normalisation travels with the weights
 
