@@ -83,17 +83,19 @@ def use_tf32(device: torch.device, on: bool) -> None:
         torch.backends.cudnn.allow_tf32 = on
 
 
-def compile_model(model: torch.nn.Module) -> torch.nn.Module:
+def compile_model(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
     """``torch.compile`` that keeps the attention capture's hooks honest.
 
     By default dynamo does not guard on a module's hooks, so a graph compiled for one model is reused for another
     of the same class that carries hooks the first lacked, and those hooks never run (seen with two micro ViTs in
     one process, one hooked). Guarding on hooks costs a little at every call and makes each model's hooks its own.
+    Dynamo decides that reuse before any backend sees the graph, so it holds for every ``backend``; training and
+    the benchmark use the default.
     """
     import torch._dynamo.config
 
     torch._dynamo.config.skip_nnmodule_hook_guards = False
-    return torch.compile(model)
+    return torch.compile(model, backend=backend)
 
 
 def reduce(loss: torch.Tensor, stop: bool, world: int) -> tuple[float, bool]:
