@@ -1,7 +1,7 @@
 """Whether a run may write into its folder: a finished run, or one of another config, is never trained over.
 
-The trainer asks here before it trains: a folder holding ``final.pt`` of this config is done; of another config
-it is an error, or, when asked (``--set-aside``, what the pipeline does when a study's settings change), it is
+The trainer asks here before it builds anything: a folder holding ``final.pt`` of this config is done; of another
+config it is an error, or, when asked (``--set-aside``, what the pipeline does when a study's settings change), it is
 renamed to ``<folder>.<its config hash>`` and the run starts afresh beside it.
 """
 
@@ -49,28 +49,30 @@ def set_aside_other_config(out: Path, cfg: TrainConfig) -> Path | None:
     return aside
 
 
-def final_loads(out: Path) -> bool:
-    """Whether ``final.pt`` is there and loads; one that does not is written again from the checkpoint."""
+def finished(out: Path, cfg: TrainConfig) -> bool:
+    """Whether ``out`` holds this config's finished run: its ``final.pt`` loads and was trained with ``cfg``.
+
+    The trainer asks this before it builds anything, so a finished run answers at once (no dataset listed, no
+    model built) and its ``config.resolved.yaml`` keeps the versions and code revision that trained it. Any other
+    state (no ``final.pt``, one that does not load, one of another config) is for :func:`check_final` and the
+    resume to report or repair.
+    """
     try:
-        read_final(out)
-    except FileNotFoundError:
+        saved = read_final(out)
+    except (FileNotFoundError, CheckpointError):
         return False
-    except CheckpointError as err:
-        log.warning("%s", err)
-        return False
-    return True
+    return not config_diff(saved["config"], cfg)
 
 
-def finished_here(out: Path, cfg: TrainConfig) -> bool:
-    """For a folder without a checkpoint: whether it holds this config's finished run (copied results, a deleted
-    checkpoint).
+def check_final(out: Path, cfg: TrainConfig) -> None:
+    """For a folder without a checkpoint, where training would start afresh: refuse to overwrite a ``final.pt``.
 
     Raises:
         RunFolderError: it holds a finished run of another config, or a ``final.pt`` that does not load and no
             checkpoint to write it again from.
     """
     if not (out / FINAL).exists():
-        return False
+        return
     try:
         saved = read_final(out)
     except CheckpointError as err:
@@ -80,4 +82,3 @@ def finished_here(out: Path, cfg: TrainConfig) -> bool:
     if diff:
         raise RunFolderError(f"{out / FINAL} is a finished run of another config (final.pt vs now: {diff}); "
                              "train into another --out, or move the folder aside")  # fmt: skip
-    return True

@@ -95,6 +95,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, stop_after: int | None = None, 
     """
     where, device = init_distributed(cfg.device)
     try:
+        if run_folder.finished(Path(out_dir), cfg):  # every process reads the same file, so all return here
+            log.info("%s already finished", out_dir)
+            return Path(out_dir) / FINAL
         if set_aside and where.is_main:
             run_folder.set_aside_other_config(Path(out_dir), cfg)
         if set_aside and where.world > 1:
@@ -120,9 +123,9 @@ def _train(run: Run, progress: Progress, stop_after: int | None, bar: bool) -> P
     cfg = run.cfg
     if run.where.is_main:
         checkpoint.atomic_write_text(yaml.safe_dump(resolved(run), sort_keys=False), run.out / RESOLVED)
-    if progress.epoch >= cfg.total_epochs and run_folder.final_loads(run.out):
-        log.info("%s already finished", run.out)
-        return run.out / FINAL
+    if progress.epoch >= cfg.total_epochs:  # the loop below is done: what follows it writes final.pt
+        log.info("%s: %s is missing or does not load; writing it from the checkpoint, which holds the finished run",
+                 run.out, FINAL)  # fmt: skip
     run.model.train()
     done_now = 0
     with checkpoint.preemption_flag() as stop_flag:
@@ -183,8 +186,7 @@ def resume(run: Run) -> Progress:
     one). The checkpoint must come from the same config and number of processes."""
     saved = checkpoint.load(run.out, run.device)
     if saved is None:
-        if run_folder.finished_here(run.out, run.cfg):
-            return Progress(epoch=run.cfg.total_epochs, sums=epoch_sums())
+        run_folder.check_final(run.out, run.cfg)
         return Progress(sums=epoch_sums())
     diff = run_folder.config_diff(saved.config, run.cfg)
     if diff:

@@ -13,7 +13,7 @@ import pytest
 import test_reliability
 from test_reliability import epoch_of, run, same_weights, start, wait_for_line
 
-from transmix.checkpoint import CHECKPOINT, FINAL, PREEMPTED_EXIT, PREVIOUS
+from transmix.checkpoint import CHECKPOINT, FINAL, PREEMPTED_EXIT, PREVIOUS, RESOLVED
 
 pytestmark = pytest.mark.slow
 reference = test_reliability.reference  # the same finished run to compare with (trained once per session)
@@ -32,8 +32,10 @@ def test_ctrl_c_saves_mid_epoch_like_sigterm(fashion_root, reference, tmp_path) 
     result = run(fashion_root, out)
     assert result.returncode == 0 and f"step {step} of 32" in result.stderr, result.stderr
     same_weights(reference / FINAL, out / FINAL)
+    record = (out / RESOLVED).read_bytes()
     again = run(fashion_root, out)  # a finished run says so, without first announcing a resume
     assert "already finished" in again.stderr and "resuming" not in again.stderr, again.stderr
+    assert (out / RESOLVED).read_bytes() == record, "the record of what trained it is kept"
 
 
 def test_a_finished_run_is_never_trained_over(fashion_root, reference, tmp_path) -> None:
@@ -45,9 +47,11 @@ def test_a_finished_run_is_never_trained_over(fashion_root, reference, tmp_path)
     result = run(fashion_root, out, "lr=0.01", "method=deit")
     assert result.returncode == 1 and "is a finished run of another config" in result.stderr, result.stderr
     assert "'lr': (0.001, 0.01)" in result.stderr and "'method': ('transmix', 'deit')" in result.stderr
+    (out / RESOLVED).write_text("trained elsewhere\n")  # what a copy brings along: kept as it is
     result = run(fashion_root, out)
     assert result.returncode == 0 and "already finished" in result.stderr, result.stderr
     assert (out / FINAL).read_bytes() == final and not (out / CHECKPOINT).exists()
+    assert (out / RESOLVED).read_text() == "trained elsewhere\n"
 
 
 def test_a_truncated_final_is_named_then_written_again(fashion_root, reference, tmp_path) -> None:
@@ -61,6 +65,7 @@ def test_a_truncated_final_is_named_then_written_again(fashion_root, reference, 
     assert "Traceback" not in result.stderr
     result = run(fashion_root, out)  # the checkpoint holds the last epoch: final.pt is written from it
     assert result.returncode == 0 and "already finished" not in result.stderr, result.stderr
+    assert "writing it from the checkpoint" in result.stderr, result.stderr
     same_weights(reference / FINAL, out / FINAL)
 
 
