@@ -31,7 +31,7 @@ def test_help_and_light_modules_need_no_torch() -> None:
     # module spawned corruption workers import all load without torch, timm or pandas
     script = (
         "import sys\n"
-        "from transmix.cli import build_parser\n"
+        "from transmix.cli_args import build_parser\n"
         "import transmix.config, transmix.study, transmix.data.prepare, transmix.robustness.corruptions\n"
         "for command in ([], ['data'], ['train'], ['robustness'], ['cost']):\n"
         "    try:\n"
@@ -76,3 +76,13 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys) 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"no space left on the device writing {out}" in err and "Traceback" not in err
     assert not out.exists() and not list(tmp_path.glob(".table.csv.*")), "no half-written file left"
+
+
+def test_every_subcommand_the_parser_declares_has_its_function() -> None:
+    import argparse
+
+    from transmix.cli import COMMANDS
+    from transmix.cli_args import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)
