@@ -123,9 +123,8 @@ def _train(run: Run, progress: Progress, stop_after: int | None, bar: bool) -> P
     cfg = run.cfg
     if run.where.is_main:
         checkpoint.atomic_write_text(yaml.safe_dump(resolved(run), sort_keys=False), run.out / RESOLVED)
-    if progress.epoch >= cfg.total_epochs:  # the loop below is done: what follows it writes final.pt
-        log.info("%s: %s is missing or does not load; writing it from the checkpoint, which holds the finished run",
-                 run.out, FINAL)  # fmt: skip
+    if progress.epoch >= cfg.total_epochs:  # and final.pt is not this run's (`train` returned if it was)
+        log.info("%s: writing %s from the checkpoint, which holds the finished run", run.out, FINAL)
     run.model.train()
     done_now = 0
     with checkpoint.preemption_flag() as stop_flag:

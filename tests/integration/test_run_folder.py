@@ -65,7 +65,7 @@ def test_a_truncated_final_is_named_then_written_again(fashion_root, reference, 
     assert "Traceback" not in result.stderr
     result = run(fashion_root, out)  # the checkpoint holds the last epoch: final.pt is written from it
     assert result.returncode == 0 and "already finished" not in result.stderr, result.stderr
-    assert "writing it from the checkpoint" in result.stderr, result.stderr
+    assert f"writing {FINAL} from the checkpoint" in result.stderr, result.stderr
     same_weights(reference / FINAL, out / FINAL)
 
 
