@@ -7,9 +7,12 @@ Nothing heavy is imported until a command runs: ``transmix --help`` and ``transm
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import gc
 import logging
 import sys
+from collections.abc import Iterator
 
 from transmix import config as config_mod
 from transmix.cli_args import build_parser
@@ -31,6 +34,22 @@ ERRORS = (
     ("transmix.export", "ExportError", 1, "error"),
     ("builtins", "FileNotFoundError", 1, "error"),
 )
+
+
+@contextlib.contextmanager
+def start_up() -> Iterator[None]:
+    """Import a command's modules (torch, torchvision, timm, pandas) with Python's cyclic garbage collector paused,
+    then freeze what they built. Those hundreds of thousands of objects live as long as the process, so every
+    collection that walks them, while importing and in every full collection of the run after it, is wasted work
+    (the README's "Measured" table has what it saves). Forked loader workers then no longer write to the pages that
+    hold those objects, as Python's ``gc.freeze`` documentation explains. What a command imports later, and what it
+    builds, is collected as usual."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _threads(n: int | None) -> None:
@@ -67,9 +86,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    _threads(args.threads)
     cfg = config_mod.load(args.config, args.set)
-    from transmix.train import train
+    with start_up():
+        _threads(args.threads)
+        from transmix.train import train
 
     progress = {"auto": None, "bar": True, "log": False, "epochs": False}[args.progress]
     if args.progress == "epochs":
@@ -90,10 +110,11 @@ def _epoch_lines_to_stdout() -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from transmix.evaluate import clean
-    from transmix.results import write
+    with start_up():
+        from transmix.evaluate import clean
+        from transmix.results import write
 
-    _threads(args.threads)
+        _threads(args.threads)
     df = clean(args.run, device=args.device, images=args.images, pairs=args.pairs)
     write(df, args.out)
     top1 = df[df.metric == "top1"].set_index("variant")["value"].round(2).to_dict()
@@ -103,10 +124,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_robustness(args: argparse.Namespace) -> int:
     protocol = protocol_mod.load(args.set)
-    from transmix.results import write
-    from transmix.robustness.runner import run
+    with start_up():
+        from transmix.results import write
+        from transmix.robustness.runner import run
 
-    _threads(args.threads)
+        _threads(args.threads)
     df = run(args.run, protocol, device=args.device, suites=args.suite)
     write(df, args.out)
     print(f"{args.out}: {len(df)} rows ({', '.join(df.suite.unique())}; variants {', '.join(df.variant.unique())})")
@@ -114,7 +136,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
-    from transmix.results import collect, write
+    with start_up():
+        from transmix.results import collect, write
 
     df = collect(args.inputs, include_paper=not args.no_paper, onto=args.onto)
     write(df, args.out)
@@ -123,8 +146,9 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from transmix.report import summarize
-    from transmix.results import read
+    with start_up():
+        from transmix.report import summarize
+        from transmix.results import read
 
     print(summarize(read(args.table), args.treatment, args.baseline), end="")
     return 0
@@ -136,9 +160,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         _choices("--modes", args.modes, ("eager", "compiled")),
         _choices("--precisions", args.precisions, ("fp32", "bf16")),
     )
-    from transmix.bench import bench, format_table, write_csv
+    with start_up():
+        from transmix.bench import bench, format_table, write_csv
 
-    _threads(args.threads)
+        _threads(args.threads)
     rows = bench(cfg, steps=args.steps, rounds=args.rounds, warmup=args.warmup, img_size=args.img_size,
                  in_chans=args.in_chans, num_classes=args.num_classes, modes=modes, precisions=precisions,
                  peak_tflops=args.peak_tflops, teacher_model=args.teacher_model)  # fmt: skip
@@ -157,8 +182,9 @@ def cmd_bench_loader(args: argparse.Namespace) -> int:
         raise config_mod.ConfigError(f"--workers {args.workers!r}: give worker counts such as 0,1,2") from None
     if not workers or min(workers) < 0:
         raise config_mod.ConfigError(f"--workers {args.workers!r}: give worker counts >= 0 such as 0,1,2")
-    from transmix.bench import write_csv
-    from transmix.loader_bench import run
+    with start_up():
+        from transmix.bench import write_csv
+        from transmix.loader_bench import run
 
     rows = run(cfg, workers, args.batches, args.rounds, args.data_dir)
     if args.out:
@@ -177,7 +203,8 @@ def _choices(flag: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 def cmd_cost(args: argparse.Namespace) -> int:
     if args.tflops <= 0:
         raise config_mod.ConfigError(f"--tflops {args.tflops} must be > 0")
-    from transmix.cost import format_table, study_cost, train_images
+    with start_up():
+        from transmix.cost import format_table, study_cost, train_images
 
     images = args.images or train_images(args.config)
     print(format_table(study_cost(args.config, args.tflops, images), args.tflops, images))
@@ -185,7 +212,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from transmix.export import export
+    with start_up():
+        from transmix.export import export
 
     print(f"timm.create_model('local-dir:{export(args.run, args.out, args.variant)}', pretrained=True)")
     return 0

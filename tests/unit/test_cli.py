@@ -86,3 +86,25 @@ def test_every_subcommand_the_parser_declares_has_its_function() -> None:
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(COMMANDS)
+
+
+def test_start_up_freezes_what_the_imports_built_and_collects_again_after() -> None:
+    # in a fresh interpreter: the collector is paused while a command imports, on again afterwards (also when the
+    # import fails), and what was built by then is frozen, so later collections never walk it
+    script = (
+        "import gc\n"
+        "from transmix.cli import start_up\n"
+        "paused = []\n"
+        "with start_up():\n"
+        "    import transmix.results\n"
+        "    paused.append(gc.isenabled())\n"
+        "frozen, left = gc.get_freeze_count(), len(gc.get_objects())  # pandas alone: tens of thousands\n"
+        "try:\n"
+        "    with start_up():\n"
+        "        import transmix.no_such_module\n"
+        "except ImportError:\n"
+        "    pass\n"
+        "print(paused, gc.isenabled(), frozen > 50_000, left < 100)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[False] True True True", out[-2000:]
