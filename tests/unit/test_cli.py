@@ -12,6 +12,11 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "transmix.cli", *args], capture_output=True, text=True)
 
 
+def fresh_python(script: str) -> str:
+    """What ``script`` prints in a new interpreter: one that has imported nothing yet."""
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+
+
 def test_cli_errors_are_clear(tmp_path, capsys) -> None:
     bad = cli("train", "--out", str(tmp_path / "r"), "--set", "mixup-switch-prob=0.8")
     assert bad.returncode == 2 and "did you mean `switch_prob`" in bad.stderr and "Traceback" not in bad.stderr
@@ -40,7 +45,7 @@ def test_help_and_light_modules_need_no_torch() -> None:
         "        pass\n"
         "print(sorted(m for m in ('torch', 'timm', 'pandas') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    out = fresh_python(script)
     assert out.splitlines()[-1] == "[]", out[-2000:]
     assert "switch_prob = 0.5  (P(CutMix) when both are on" in out and "adversarial_epsilons = [0.0, 1/255" in out
 
@@ -53,7 +58,7 @@ def test_the_notebooks_modules_need_no_torch() -> None:
         "import transmix.robustness.protocol\n"
         "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    out = fresh_python(script)
     assert out.splitlines()[-1] == "[]", out[-2000:]
 
 
@@ -106,5 +111,5 @@ def test_start_up_freezes_what_the_imports_built_and_collects_again_after() -> N
         "    pass\n"
         "print(paused, gc.isenabled(), frozen > 50_000, left < 100)\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    out = fresh_python(script)
     assert out.splitlines()[-1] == "[False] True True True", out[-2000:]
