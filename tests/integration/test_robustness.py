@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -173,7 +175,8 @@ def test_corruption_hurts_is_seeded_and_leaves_numpy_alone(loaded) -> None:
     assert np.array_equal(noisy, corruptions.corrupt_images(pixels, "gaussian_noise", 5, range(8)))
 
 
-def test_cli_writes_every_suite_for_both_variants(run_dir, tmp_path, capsys) -> None:
+def test_cli_writes_every_suite_for_both_variants(run_dir, tmp_path, capsys, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="transmix.robustness")
     out = tmp_path / "robustness.csv"
     small = [
         "occlusion_images=50",
@@ -212,6 +215,20 @@ def test_cli_writes_every_suite_for_both_variants(run_dir, tmp_path, capsys) -> 
         "shuffle": [50],
     }
     assert len(df) == 2 * (2 + 2 + 2 + 3 + 3)  # ood: auroc, aupr, aupr_out
+    # progress: every protocol point of the many-point suites is logged as measured, with what it measured
+    points = [r.getMessage() for r in caplog.records if r.name == "transmix.robustness.context"]
+    many = df[df.suite != "ood"].sort_values("variant", ascending=False, kind="stable")  # raw before ema
+    by_point = many.groupby(["suite", "setting", "level"], sort=False)
+    expected = []
+    for (suite, setting, level), part in by_point:
+        values = [f"{v} {x:.2f}" for v, x in zip(part.variant, part.value, strict=True)]
+        if suite == "adversarial":  # each variant is attacked on its own, so logged on its own
+            expected += [f"robustness {suite} {setting} {level:g}: top1 {v} (20 images)" for v in values]
+        else:
+            expected.append(
+                f"robustness {suite} {setting} {level:g}: top1 {', '.join(values)} ({part.n.iloc[0]} images)"
+            )
+    assert sorted(points) == sorted(expected), points
     assert main(["robustness", "--run", str(run_dir), "--out", str(out), "--set", "epsilon=1"]) == 2
     assert "unknown robustness protocol key `epsilon`" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from transmix.data.imagefolder import list_images, random_subset
-from transmix.robustness.context import Context, Rows, row
+from transmix.robustness.context import Context, Rows, logged, row
 from transmix.robustness.protocol import ATTACKS, Protocol
 from transmix.runtime import autocast
 from transmix.strict import ConfigError
@@ -78,7 +78,7 @@ def adversarial(ctx: Context) -> Rows:
                     x, y = pixels[part].to(ctx.device), test.labels[part].to(ctx.device)
                     adv.append(attack(model, name, eps, x, y, seed, protocol).cpu())
                 value = ctx.top1(ctx.models[variant], test.normalise(torch.cat(adv)), test.labels)
-                out.append(row("adversarial", name, eps, variant, "top1", value, len(test)))
+                out += logged([row("adversarial", name, eps, variant, "top1", value, len(test))])
     return out
 
 

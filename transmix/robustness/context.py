@@ -6,6 +6,7 @@ clean evaluation, so an unperturbed protocol point (occlusion 0, shuffle grid 1,
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,12 +19,24 @@ from transmix.robustness.protocol import Protocol
 from transmix.runtime import autocast
 
 Rows = list[dict[str, Any]]
+log = logging.getLogger(__name__)
 
 
 def row(suite: str, setting: str, level: float, variant: str, metric: str, value: float, n: int) -> dict[str, Any]:
     """One measured number of a suite: which protocol point (``setting``, ``level``), which weights, what."""
     return {"suite": suite, "setting": setting, "level": level, "variant": variant, "metric": metric,
             "value": value, "n": n}  # fmt: skip
+
+
+def logged(rows: Rows) -> Rows:
+    """Log what one protocol point measured, as soon as it is measured, and return it: a suite of many points (every
+    corruption at every severity, every epsilon of every attack) shows its progress, and a stopped one what it got."""
+    if rows:
+        first = rows[0]
+        values = ", ".join(f"{r['variant']} {r['value']:.2f}" for r in rows)
+        log.info("robustness %s %s %g: %s %s (%d images)", first["suite"], first["setting"], first["level"],
+                 first["metric"], values, first["n"])  # fmt: skip
+    return rows
 
 
 @dataclass(frozen=True)
@@ -55,5 +68,5 @@ class Context:
 
     def top1_rows(self, images: torch.Tensor, labels: torch.Tensor, suite: str, setting: str, level: float) -> Rows:
         """One protocol point scored on every variant."""
-        return [row(suite, setting, level, variant, "top1", self.top1(model, images, labels), len(labels))
-                for variant, model in self.models.items()]  # fmt: skip
+        return logged([row(suite, setting, level, variant, "top1", self.top1(model, images, labels), len(labels))
+                       for variant, model in self.models.items()])  # fmt: skip
