@@ -222,12 +222,9 @@ def test_cli_writes_every_suite_for_both_variants(run_dir, tmp_path, capsys, cap
     expected = []
     for (suite, setting, level), part in by_point:
         values = [f"{v} {x:.2f}" for v, x in zip(part.variant, part.value, strict=True)]
-        if suite == "adversarial":  # each variant is attacked on its own, so logged on its own
-            expected += [f"robustness {suite} {setting} {level:g}: top1 {v} (20 images)" for v in values]
-        else:
-            expected.append(
-                f"robustness {suite} {setting} {level:g}: top1 {', '.join(values)} ({part.n.iloc[0]} images)"
-            )
+        lines = [[v] for v in values] if suite == "adversarial" else [values]  # each variant is attacked on its own
+        expected += [f"robustness {suite} {setting} {level:g}: top1 {', '.join(line)} ({part.n.iloc[0]} images)"
+                     for line in lines]  # fmt: skip
     assert sorted(points) == sorted(expected), points
     assert main(["robustness", "--run", str(run_dir), "--out", str(out), "--set", "epsilon=1"]) == 2
     assert "unknown robustness protocol key `epsilon`" in capsys.readouterr().err

@@ -31,11 +31,10 @@ def row(suite: str, setting: str, level: float, variant: str, metric: str, value
 def logged(rows: Rows) -> Rows:
     """Log what one protocol point measured, as soon as it is measured, and return it: a suite of many points (every
     corruption at every severity, every epsilon of every attack) shows its progress, and a stopped one what it got."""
-    if rows:
-        first = rows[0]
-        values = ", ".join(f"{r['variant']} {r['value']:.2f}" for r in rows)
-        log.info("robustness %s %s %g: %s %s (%d images)", first["suite"], first["setting"], first["level"],
-                 first["metric"], values, first["n"])  # fmt: skip
+    first = rows[0]
+    values = ", ".join(f"{r['variant']} {r['value']:.2f}" for r in rows)
+    log.info("robustness %s %s %g: %s %s (%d images)", first["suite"], first["setting"], first["level"],
+             first["metric"], values, first["n"])  # fmt: skip
     return rows
 
 
