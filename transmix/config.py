@@ -56,6 +56,8 @@ class TrainConfig(Strict):
     data_dir: str = option("data", "where the dataset lives (fashion_mnist: prepared by `transmix data`)")
     train_subset: int = option(0, "use the first N training images (0 = all); fashion_mnist only")
     val_subset: int = option(0, "images of the test split evaluated after each epoch (0 = all); fashion_mnist only")
+    val_every: int = option(1, "validate every N epochs and after the last (the history's val_top1 is empty in "
+                            "between); speed only, the training is the same")  # fmt: skip
     img_size: int = option(28, "input side in pixels; fashion_mnist is 28, imagefolder crops to it (the paper: 224)")
     aa: str = option("", 'imagefolder: timm auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (the paper\'s); "" = none')
     reprob: float = option(0.0, "imagefolder: random-erasing probability (off in the released TransMix recipe)")
@@ -155,7 +157,7 @@ class TrainConfig(Strict):
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
         if self.num_workers < -1:
             raise ConfigError(f"num_workers={self.num_workers} must be >= 0, or -1 for the allocation's CPUs")
-        for name in ("epochs", "batch_size", "img_size", "sync_every"):
+        for name in ("epochs", "batch_size", "img_size", "sync_every", "val_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if not 0.0 < self.crop_pct <= 1.0:

@@ -271,18 +271,21 @@ def end_epoch(run: Run, progress: Progress) -> None:
         history = "".join(json.dumps(h) + "\n" for h in progress.history)
         checkpoint.atomic_write_text(history, run.out / HISTORY)
         row = progress.history[-1]
-        ema = f" (EMA {row['val_top1_ema']:.2f})" if run.ema is not None else ""
-        log.info("%s epoch %d/%d loss %.4f val top-1 %.2f%s, %.0f img/s", run.out.name, progress.epoch,
-                 run.cfg.total_epochs, row["train_loss"], row["val_top1"], ema, row["images_per_second"],
-                 extra={EPOCH_LINE: True})  # fmt: skip
+        val = "" if row["val_top1"] is None else f" val top-1 {row['val_top1']:.2f}"
+        val += f" (EMA {row['val_top1_ema']:.2f})" if row["val_top1_ema"] is not None else ""
+        log.info("%s epoch %d/%d loss %.4f%s, %.0f img/s", run.out.name, progress.epoch, run.cfg.total_epochs,
+                 row["train_loss"], val, row["images_per_second"], extra={EPOCH_LINE: True})  # fmt: skip
 
 
 def history_row(run: Run, progress: Progress) -> dict[str, Any]:
-    """One line of ``history.jsonl``: the finished epoch's means and its validation top-1 (raw and EMA)."""
+    """One line of ``history.jsonl``: the finished epoch's means and its validation top-1 (raw and EMA; empty in
+    the epochs that ``val_every`` skips, since on a few hundred images validation can cost more than training)."""
     cfg, sums, n_cut = run.cfg, progress.sums, progress.sums["cutmix"]
     reads_attention = run.stepper.capture is not None and n_cut
-    top1 = top_k(run.model, run.val_set, run.device, cfg.precision, ks=(1,))[1]
-    ema_top1 = top_k(run.ema.module, run.val_set, run.device, cfg.precision, ks=(1,))[1] if run.ema else None
+    top1 = ema_top1 = None
+    if progress.epoch % cfg.val_every == 0 or progress.epoch == cfg.total_epochs:
+        top1 = top_k(run.model, run.val_set, run.device, cfg.precision, ks=(1,))[1]
+        ema_top1 = top_k(run.ema.module, run.val_set, run.device, cfg.precision, ks=(1,))[1] if run.ema else None
     return {
         "epoch": progress.epoch,
         "train_loss": sums["loss"] / run.steps_per_epoch,

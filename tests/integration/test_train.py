@@ -65,6 +65,12 @@ def test_resumed_run_equals_uninterrupted(fashion_root, tmp_path) -> None:
     h_whole = [json.loads(x) for x in (tmp_path / "whole" / HISTORY).read_text().splitlines()]
     h_split = [json.loads(x) for x in (tmp_path / "split" / HISTORY).read_text().splitlines()]
     assert [h["val_top1"] for h in h_whole] == [h["val_top1"] for h in h_split]
+    train(tiny(fashion_root, epochs=3, val_every=2), tmp_path / "sparse", progress=False)  # validates at 2 and 3
+    sparse = torch.load(tmp_path / "sparse" / FINAL, weights_only=True)
+    assert all(torch.equal(t, sparse["ema"][name]) for name, t in whole["ema"].items())  # validation trains nothing
+    h_sparse = [json.loads(x) for x in (tmp_path / "sparse" / HISTORY).read_text().splitlines()]
+    assert [h["val_top1"] for h in h_sparse] == [None, *[h["val_top1"] for h in h_whole[1:]]]
+    assert [h["train_loss"] for h in h_sparse] == [h["train_loss"] for h in h_whole]
 
 
 def test_the_release_schedule_cooldown_and_constant_ema(fashion_root, tmp_path) -> None:

@@ -141,6 +141,23 @@ def test_a_cut_run_table_is_refused_naming_the_file(run_table, capsys) -> None:
     assert "lacks epochs" in str(err.value) or "lacks" in str(err.value)
 
 
+def test_sparse_validation_and_epochs_without_cutmix_are_not_gaps(run_table) -> None:
+    """``val_every`` leaves val_top1 empty between validations, and an epoch that drew no CutMix batch has no label
+    weights: neither is a cut table. The loss of every epoch and the last validation still are required."""
+    from transmix.results import read_run_table
+
+    df = read(run_table)
+    history = df.suite == "history"
+    skipped = history & (df.metric == "val_top1") & df.level.isin([1, 2, 4, 5])  # val_every=3 over 7 epochs
+    no_cutmix = history & df.metric.str.startswith("lam_") & (df.level == 2)
+    write(df[~(skipped | no_cutmix)], run_table)
+    assert len(read_run_table(run_table)) == len(df) - skipped.sum() - no_cutmix.sum()
+    for gone, epoch in (("val_top1", 7), ("train_loss", 3)):
+        write(df[~(history & (df.metric == gone) & (df.level == epoch))], run_table)
+        with pytest.raises(SchemaError, match=rf"history {gone} lacks epochs \[{epoch}\]"):
+            read_run_table(run_table)
+
+
 def test_runs_added_onto_a_study_table_replace_their_old_rows(run_table, tmp_path) -> None:
     from transmix.cli import main
 
