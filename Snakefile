@@ -26,7 +26,9 @@ include: "workflow/rules/notebooks.smk"
 
 
 onstart:
-    STUDY.check_models()  # needs torch: once before the first job, not at every parse
+    from transmix.method.models import check_model  # torch: once before the first job, not at every parse
+
+    STUDY.check_models(check_model)
 
 
 rule all:

@@ -82,9 +82,9 @@ def finished_run(fashion_root: Path, shared_tmp: Path) -> Path:
     import torch
     from filelock import FileLock
 
-    from transmix.checkpoint import FINAL
-    from transmix.config import from_dict
-    from transmix.train import train
+    from transmix.config.run import from_dict
+    from transmix.training.checkpoint import FINAL
+    from transmix.training.train import train
 
     out = shared_tmp / "shared-run" / "vit_micro_patch4_28__transmix__s0"
     settings = dict(train_subset=2048, val_subset=128, epochs=2, batch_size=64, warmup_epochs=0, lr=0.003)

@@ -1,8 +1,11 @@
 """transmix-repro: TransMix (Chen et al., CVPR 2022) for timm vision transformers, reproducibly.
 
-Where things are: the method in :mod:`transmix.mixing` (labels) and :mod:`transmix.attention` (class-token
-attention); the loop in :mod:`transmix.train`; the results schema in :mod:`transmix.results`; the command line
-in :mod:`transmix.cli`.
+Where things are, one folder per role: the method in :mod:`transmix.method` (start with ``mixing.py`` and
+``attention.py``); what a run and a study are in :mod:`transmix.config`; training and its run folder in
+:mod:`transmix.training`; datasets in :mod:`transmix.data`; a finished run measured in :mod:`transmix.evaluation` and
+:mod:`transmix.robustness`; the results table and provenance in :mod:`transmix.records`; the analyses and page
+texts of the notebooks in :mod:`transmix.reporting`; benchmarks, cost and checks in :mod:`transmix.tools`; the
+``transmix`` command in :mod:`transmix.cli`. Layers import downwards only (``python -m transmix.tools.imports``).
 """
 
 from importlib.metadata import PackageNotFoundError, version

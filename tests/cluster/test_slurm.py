@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from transmix.results import read
+from transmix.records.results import read
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 HERE = Path(__file__).resolve().parent

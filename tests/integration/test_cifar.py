@@ -7,12 +7,12 @@ import pickle
 import numpy as np
 import pytest
 
-from transmix.checkpoint import FINAL
 from transmix.cli import main
-from transmix.config import from_dict
+from transmix.config.run import from_dict
 from transmix.data import DatasetMissing, class_names, eval_split
 from transmix.data.cifar import DONE
-from transmix.train import train
+from transmix.training.checkpoint import FINAL
+from transmix.training.train import train
 
 pytestmark = pytest.mark.slow  # trains
 NAMES = [f"class_{k:02d}" for k in range(100)]  # CIFAR-100's file names its 100 classes; the toy set uses four

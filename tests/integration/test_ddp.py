@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from transmix.checkpoint import FINAL, HISTORY, RESOLVED
+from transmix.training.checkpoint import FINAL, HISTORY, RESOLVED
 
 pytestmark = pytest.mark.slow
 

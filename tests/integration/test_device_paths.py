@@ -2,7 +2,8 @@
 without a device): a resumed run equals an uninterrupted one with every RNG restored, bf16 attention weights,
 torch.compile with the attention capture, and the loss reduction through a real process group.
 
-On a GPU machine: ``python -m pytest -m gpu -n 0`` (the prepared check, ``python -m transmix.gpu_check``, runs it).
+On a GPU machine: ``python -m pytest -m gpu -n 0`` (the prepared check, ``python -m transmix.tools.gpu_check``,
+runs it).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from transmix.attention import ClassAttention, last_attention
-from transmix.checkpoint import CHECKPOINT, FINAL
-from transmix.config import from_dict
+from transmix.config.run import from_dict
 from transmix.data.synthetic import make_class_folders
-from transmix.models import create_model
-from transmix.runtime import compile_model, reduce
-from transmix.train import train
+from transmix.method.attention import ClassAttention, last_attention
+from transmix.method.models import create_model
+from transmix.training.checkpoint import CHECKPOINT, FINAL
+from transmix.training.runtime import compile_model, reduce
+from transmix.training.train import train
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=[pytest.mark.gpu, CUDA])]

@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transmix.checkpoint import FINAL
-from transmix.config import from_dict
+from transmix.config.run import from_dict
 from transmix.data import eval_split
-from transmix.distill import TeacherError, load_teacher
-from transmix.mixing import soft_targets
-from transmix.models import build_model
-from transmix.step import Stepper
-from transmix.train import train
+from transmix.method.mixing import soft_targets
+from transmix.method.models import build_model
+from transmix.training.checkpoint import FINAL
+from transmix.training.distill import TeacherError, load_teacher
+from transmix.training.step import Stepper
+from transmix.training.train import train
 
 pytestmark = pytest.mark.slow  # trains a student
 STUDENT = "deit_nano_distilled_patch4_28"

@@ -10,12 +10,12 @@ import sys
 import pytest
 import torch
 
-from transmix.config import from_dict
+from transmix.config.run import from_dict
 from transmix.data import eval_split
 from transmix.data.synthetic import make_class_folders
-from transmix.evaluate import load_final, variants
-from transmix.export import ExportError, export
-from transmix.train import train
+from transmix.evaluation.finished import load_final, variants
+from transmix.tools.export import ExportError, export
+from transmix.training.train import train
 
 pytestmark = pytest.mark.slow
 LOAD = """

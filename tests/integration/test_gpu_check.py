@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_the_check_runs_every_step_on_the_cpu(tmp_path) -> None:
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "transmix.gpu_check", str(out), "--cpu"], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "transmix.tools.gpu_check", str(out), "--cpu"], cwd=REPO,
                             capture_output=True, text=True, timeout=900)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())

@@ -19,14 +19,14 @@ import torch
 import yaml
 from PIL import Image
 
-from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, PREEMPTED_EXIT, RESOLVED
 from transmix.cli import main
-from transmix.config import ConfigError, from_dict
+from transmix.config.run import ConfigError, from_dict
 from transmix.data import CorruptImage, DatasetMissing, eval_split, train_split
 from transmix.data.imagefolder import IMAGE_MEAN, IMAGE_STD, ImageFolderSplit, check_image_folder
 from transmix.data.loader import AUTO_WORKERS, DeviceFinish, loader_workers
-from transmix.evaluate import clean
-from transmix.train import TrainingError, train
+from transmix.evaluation.evaluate import clean
+from transmix.training.checkpoint import CHECKPOINT, FINAL, HISTORY, PREEMPTED_EXIT, RESOLVED
+from transmix.training.train import TrainingError, train
 
 CLASSES = ("cat", "dog", "emu")
 PER_CLASS = {"train": 8, "val": 4}  # 24 training images: 3 steps of 8 per epoch

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transmix.config import from_dict
-from transmix.mixing import attention_lam, box_mask
-from transmix.pairs import cutmix_pairs
-from transmix.train import train
+from transmix.config.run import from_dict
+from transmix.evaluation.pairs import run_pairs
+from transmix.method.mixing import attention_lam, box_mask
+from transmix.training.train import train
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def run_dir(fashion_root, tmp_path_factory):
 
 
 def test_pairs_carry_the_training_rule(run_dir) -> None:
-    pairs = cutmix_pairs(run_dir, 6, seed=3, variant="raw")
+    pairs = run_pairs(run_dir, 6, seed=3, variant="raw")
     assert len(pairs) == 6
     for pair in pairs:
         yl, yh, xl, xh = pair.box
@@ -36,9 +36,9 @@ def test_pairs_carry_the_training_rule(run_dir) -> None:
         assert pair.lam_attn == pytest.approx(1 - float((pair.attention * pair.pasted).sum()), abs=1e-5)
         pasted = pair.mixed[yl:yh, xl:xh]
         assert pair.mixed.shape == (28, 28) and 0 <= float(pasted.min()) <= float(pasted.max()) <= 1
-    again = cutmix_pairs(run_dir, 6, seed=3, variant="raw")
+    again = run_pairs(run_dir, 6, seed=3, variant="raw")
     assert [p.box for p in again] == [p.box for p in pairs]
     assert torch.equal(again[0].attention, pairs[0].attention)
-    assert {p.box for p in cutmix_pairs(run_dir, 6, seed=4, variant="raw")} != {p.box for p in pairs}
+    assert {p.box for p in run_pairs(run_dir, 6, seed=4, variant="raw")} != {p.box for p in pairs}
     with pytest.raises(ValueError, match="variant='swa'"):
-        cutmix_pairs(run_dir, 1, variant="swa")
+        run_pairs(run_dir, 1, variant="swa")

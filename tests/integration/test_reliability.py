@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, PREEMPTED_EXIT, PREVIOUS
+from transmix.training.checkpoint import CHECKPOINT, FINAL, HISTORY, PREEMPTED_EXIT, PREVIOUS
 
 pytestmark = pytest.mark.slow
 
@@ -123,11 +123,13 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(fashion_root, refer
 # Each file a later step trusts goes through its real writer, stopped dead (SIGKILL) while the new contents are
 # written but not yet renamed into place: at the fsync, which the writer calls just before the rename.
 WRITERS = {
-    CHECKPOINT: "from transmix.checkpoint import atomic_save\natomic_save({'weights': list(range(1000))}, path)",
-    "results.csv": "import pandas as pd\nfrom transmix.results import COLUMNS, write\n"
+    CHECKPOINT: "from transmix.training.checkpoint import atomic_save\n"
+    "atomic_save({'weights': list(range(1000))}, path)",
+    "results.csv": "import pandas as pd\nfrom transmix.records.results import COLUMNS, write\n"
     "row = {c: 'x' for c in COLUMNS} | {'seed': 0, 'epochs': 1, 'level': 0.0, 'value': 1.0, 'n': 1, 'source': 'ours'}\n"
     "write(pd.DataFrame([row | {'run_id': f'r{i}'} for i in range(1000)]), path)",
-    "history.jsonl": "from transmix.checkpoint import atomic_write_text\natomic_write_text('{}\\n' * 1000, path)",
+    "history.jsonl": "from transmix.training.checkpoint import atomic_write_text\n"
+    "atomic_write_text('{}\\n' * 1000, path)",
 }
 STALL = (
     "import os, sys, time\nfrom pathlib import Path\npath = Path(sys.argv[1])\n"

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from transmix.cli import main
-from transmix.config import ConfigError
-from transmix.evaluate import load_final, top_k, variants
-from transmix.results import read
-from transmix.robustness import adversarial, corruptions, images, ood, protocol, spatial
+from transmix.config import robustness as protocol
+from transmix.config.robustness import Protocol
+from transmix.config.run import ConfigError
+from transmix.evaluation.finished import load_final, variants
+from transmix.records.results import read
+from transmix.robustness import adversarial, corruptions, images, ood, spatial
 from transmix.robustness.context import Context
-from transmix.robustness.protocol import Protocol
+from transmix.training.accuracy import top_k
 
 pytestmark = pytest.mark.slow
 CPU = torch.device("cpu")

@@ -13,14 +13,16 @@ import torch
 from PIL import Image
 
 from transmix.cli import main
-from transmix.config import ConfigError, from_dict
+from transmix.config import robustness as protocol
+from transmix.config.robustness import Protocol
+from transmix.config.run import ConfigError, from_dict
 from transmix.data.imagefolder import eval_transform, image_folder_classes, list_images, random_subset
-from transmix.evaluate import load_final, top_k, variants
-from transmix.results import read
-from transmix.robustness import adversarial, corruptions, images, ood, protocol
+from transmix.evaluation.finished import load_final, variants
+from transmix.records.results import read
+from transmix.robustness import adversarial, corruptions, images, ood
 from transmix.robustness.context import Context
-from transmix.robustness.protocol import Protocol
-from transmix.train import train
+from transmix.training.accuracy import top_k
+from transmix.training.train import train
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import pytest
 import test_reliability
 from test_reliability import epoch_of, run, same_weights, start, wait_for_line
 
-from transmix.checkpoint import CHECKPOINT, FINAL, PREEMPTED_EXIT, PREVIOUS, RESOLVED
+from transmix.training.checkpoint import CHECKPOINT, FINAL, PREEMPTED_EXIT, PREVIOUS, RESOLVED
 
 pytestmark = pytest.mark.slow
 reference = test_reliability.reference  # the same finished run to compare with (trained once per session)

@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-from transmix.checkpoint import CHECKPOINT, FINAL, HISTORY, LOCK, RESOLVED
-from transmix.config import from_dict
+from transmix.config.run import from_dict
 from transmix.data import eval_split
-from transmix.evaluate import clean
-from transmix.train import TrainingError, train
+from transmix.evaluation.evaluate import clean
+from transmix.training.checkpoint import CHECKPOINT, FINAL, HISTORY, LOCK, RESOLVED
+from transmix.training.train import TrainingError, train
 
 pytestmark = pytest.mark.slow
 
@@ -169,9 +169,9 @@ def test_evaluate_rows(finished_run) -> None:
     assert sorted(pairs.index) == [(v, m) for v in ("ema", "raw") for m in ("attn_below_area", "correlation",
                                                                              "gap_mean")]  # fmt: skip
     assert (rows[rows.suite == "attention_area"].n == 500).all()
-    from transmix.pairs import cutmix_pairs
+    from transmix.evaluation.pairs import run_pairs
 
-    again = cutmix_pairs(finished_run, 500, seed=1, variant="raw")  # the same pairs, read by hand
+    again = run_pairs(finished_run, 500, seed=1, variant="raw")  # the same pairs, read by hand
     gap = sum(abs(p.lam_attn - p.lam_area) for p in again) / len(again)
     assert pairs["raw", "gap_mean"] == pytest.approx(gap, abs=1e-6) and 0 < pairs["raw", "gap_mean"] < 1
     assert -1 <= pairs["raw", "correlation"] <= 1 and 0 <= pairs["raw", "attn_below_area"] <= 100

@@ -9,8 +9,8 @@ import copy
 import pytest
 import torch
 
-from transmix.attention import ClassAttention
-from transmix.models import MICRO_MODELS, create_model
+from transmix.method.attention import ClassAttention
+from transmix.method.models import MICRO_MODELS, create_model
 
 
 def micro(name: str, drop_path: float = 0.0) -> torch.nn.Module:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from transmix.data.fashion_mnist import TensorDataset
-from transmix.evaluate import calibration
+from transmix.training.accuracy import calibration
 
 
 class Fixed(nn.Module):

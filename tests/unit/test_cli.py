@@ -36,8 +36,8 @@ def test_help_and_light_modules_need_no_torch() -> None:
     # module spawned corruption workers import all load without torch, timm or pandas
     script = (
         "import sys\n"
-        "from transmix.cli_args import build_parser\n"
-        "import transmix.config, transmix.study, transmix.data.prepare, transmix.robustness.corruptions\n"
+        "from transmix.cli.args import build_parser\n"
+        "import transmix.config.run, transmix.config.study, transmix.data.prepare, transmix.robustness.corruptions\n"
         "for command in ([], ['data'], ['train'], ['robustness'], ['cost']):\n"
         "    try:\n"
         "        build_parser().parse_args([*command, '--help'])\n"
@@ -54,8 +54,9 @@ def test_the_notebooks_modules_need_no_torch() -> None:
     # what notebooks 01-03, 05 and 06 import: their kernels start without torch or timm (04 draws pairs: it needs both)
     script = (
         "import sys\n"
-        "import transmix.config, transmix.distill_report, transmix.report, transmix.results, transmix.stats\n"
-        "import transmix.robustness.protocol\n"
+        "import transmix.config.run, transmix.reporting.distillation, transmix.reporting.pages\n"
+        "import transmix.records.results, transmix.reporting.stats\n"
+        "import transmix.config.robustness\n"
         "print(sorted(m for m in ('torch', 'timm') if m in sys.modules))\n"
     )
     out = fresh_python(script)
@@ -66,7 +67,7 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys) 
     import errno
     import os
 
-    from transmix.results import read, write
+    from transmix.records.results import read, write
 
     table = tmp_path / "run.csv"
     df = read("results/default/results.csv")
@@ -86,8 +87,8 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys) 
 def test_every_subcommand_the_parser_declares_has_its_function() -> None:
     import argparse
 
-    from transmix.cli import COMMANDS
-    from transmix.cli_args import build_parser
+    from transmix.cli.args import build_parser
+    from transmix.cli.commands import COMMANDS
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert set(sub.choices) == set(COMMANDS)
@@ -98,10 +99,10 @@ def test_start_up_freezes_what_the_imports_built_and_collects_again_after() -> N
     # import fails), and what was built by then is frozen, so later collections never walk it
     script = (
         "import gc\n"
-        "from transmix.cli import start_up\n"
+        "from transmix.cli.commands import start_up\n"
         "paused = []\n"
         "with start_up():\n"
-        "    import transmix.results\n"
+        "    import transmix.records.results\n"
         "    paused.append(gc.isenabled())\n"
         "frozen, left = gc.get_freeze_count(), len(gc.get_objects())  # pandas alone: tens of thousands\n"
         "try:\n"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from transmix.config import ConfigError, TrainConfig, from_dict, load, parse_overrides
+from transmix.config.run import ConfigError, TrainConfig, from_dict, load, parse_overrides
 
 
 def test_defaults_are_valid_and_hash_is_stable() -> None:

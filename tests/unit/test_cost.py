@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from transmix.cli import main
-from transmix.cost import forward_flops, study_cost
+from transmix.tools.cost import forward_flops, study_cost
 
 REPO = Path(__file__).resolve().parents[2]
 

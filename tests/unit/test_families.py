@@ -14,11 +14,11 @@ import torch
 from timm.models.cait import ClassAttn
 from timm.optim import create_optimizer_v2
 
-from transmix.attention import ClassAttention, ExplicitClassAttention, last_attention
-from transmix.config import from_dict
-from transmix.mixing import box_mask
-from transmix.models import MICRO_MODELS, ClassAttentionHead, create_model
-from transmix.step import Stepper
+from transmix.config.run import from_dict
+from transmix.method.attention import ClassAttention, ExplicitClassAttention, last_attention
+from transmix.method.mixing import box_mask
+from transmix.method.models import MICRO_MODELS, ClassAttentionHead, create_model
+from transmix.training.step import Stepper
 
 # the token grid the class token attends to on 28x28 input, worked out by hand from each patch embedding
 GRIDS = {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from transmix.fidelity import MODELS, compare, markdown, problems, release_rows
+from transmix.tools.fidelity import MODELS, compare, markdown, problems, release_rows
 
 REPO = Path(__file__).resolve().parents[1].parent
 STUDY = REPO / "workflow/config/imagenet.yaml"

@@ -1,4 +1,4 @@
-"""The README shows each committed GPU check as `python -m transmix.gpu_check --report` prints it."""
+"""The README shows each committed GPU check as `python -m transmix.tools.gpu_check --report` prints it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from transmix.gpu_check import report
+from transmix.tools.gpu_check import report
 
 REPO = Path(__file__).resolve().parents[2]
 FOLDERS = sorted((REPO / "results/gpu").glob("*/summary.json"))

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from transmix.mixing import (
+from transmix.method.mixing import (
     attention_lam,
     box_mask,
     mix_batch,

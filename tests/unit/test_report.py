@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from transmix.report import published_gains, setup, verdict
-from transmix.results import paper
+from transmix.records.results import paper
+from transmix.reporting.pages import published_gains, setup, verdict
 
 
 @pytest.mark.parametrize(

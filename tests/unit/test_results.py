@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import pytest
 
-from transmix.results import COLUMNS, SchemaError, paper, read, validate, write
+from transmix.records.results import COLUMNS, SchemaError, paper, read, validate, write
 
 
 def row(**changes) -> dict:
@@ -92,7 +92,7 @@ def test_tables_without_protocol_columns_still_read(tmp_path) -> None:
 
 def test_atomic_writes_follow_the_umask(tmp_path) -> None:
     # A results folder shared on a cluster: files must be readable by the group when the umask says so.
-    from transmix.atomic import atomic_open
+    from transmix.records.atomic import atomic_open
 
     previous = os.umask(0o022)
     try:
@@ -118,7 +118,7 @@ def run_table(tmp_path):
 
 def test_a_cut_run_table_is_refused_naming_the_file(run_table, capsys) -> None:
     from transmix.cli import main
-    from transmix.results import read_run_table
+    from transmix.records.results import read_run_table
 
     # clean top-1/5 of raw and EMA; 8 history metrics x 7 epochs; the best epoch of raw and EMA; attention
     # against area (3 statistics) and calibration (ece, entropy) of raw and EMA
@@ -144,7 +144,7 @@ def test_a_cut_run_table_is_refused_naming_the_file(run_table, capsys) -> None:
 def test_sparse_validation_and_epochs_without_cutmix_are_not_gaps(run_table) -> None:
     """``val_every`` leaves val_top1 empty between validations, and an epoch that drew no CutMix batch has no label
     weights: neither is a cut table. The loss of every epoch and the last validation still are required."""
-    from transmix.results import read_run_table
+    from transmix.records.results import read_run_table
 
     df = read(run_table)
     history = df.suite == "history"
@@ -182,7 +182,7 @@ def test_a_run_is_dirty_only_when_the_code_changed(tmp_path) -> None:
     """A rerun rewrites committed tables and notebooks; that alone must not mark the next runs ``-dirty``."""
     import subprocess
 
-    from transmix.results import git_sha
+    from transmix.records.provenance import git_sha
 
     def git(*args: str) -> None:
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from transmix.config import ConfigError
-from transmix.models import create_model
-from transmix.robustness import protocol, spatial
-from transmix.robustness.protocol import Protocol
+from transmix.config import robustness as protocol
+from transmix.config.robustness import Protocol
+from transmix.config.run import ConfigError
+from transmix.method.models import create_model
+from transmix.robustness import spatial
 
 
 def test_protocol_is_strict() -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from transmix.stats import load_study, paired, t_interval
+from transmix.reporting.stats import load_study, paired, t_interval
 
 
 def test_t_interval_by_hand_and_against_scipy() -> None:
@@ -39,7 +39,7 @@ def test_paired_difference_takes_each_seed_against_its_own() -> None:
 
 
 def test_load_study_splits_ours_from_the_published_rows(tmp_path) -> None:
-    from transmix.results import paper, write
+    from transmix.records.results import paper, write
 
     ours = paper().head(1).assign(source="ours", reference="", study="s", run_id="m__deit__s0", seed=0)
     write(pd.concat([ours, paper()]), tmp_path / "r.csv")

@@ -10,8 +10,9 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from transmix.config import ConfigError
-from transmix.study import Study, StudyError, parse_run_id, run_id
+from transmix.config.run import ConfigError
+from transmix.config.study import Study, StudyError, parse_run_id, run_id
+from transmix.method.models import check_model
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
@@ -73,7 +74,7 @@ def test_the_baseline_every_method_is_paired_against() -> None:
 def test_the_own_data_example_is_a_study_that_runs() -> None:
     """The commented example for a user's class folders passes every check a real study meets before its jobs."""
     own = study(config("own_data"))
-    own.check_models()
+    own.check_models(check_model)
     settings = own.settings(own.run_ids()[0])
     assert settings["dataset"] == "imagefolder" and settings["hflip"] == 0.0 and settings["scale"] == [0.35, 1.0]
     assert own.notebooks() == ["01_main_results", "04_attention_vs_area", "05_training_dynamics"]
@@ -164,12 +165,12 @@ def test_a_model_that_cannot_train_on_the_study_is_refused(model: str, message: 
     bad = study({**config("default"), "models": [model]})
     bad.check()  # names and keys are fine: only building the model shows it
     with pytest.raises(StudyError, match=message):
-        bad.check_models()
+        bad.check_models(check_model)
 
 
 @pytest.mark.slow  # 16 models built (on the meta device, but timm still initialises them)
 def test_every_imagenet_model_fits_its_images() -> None:
-    study(config("imagenet")).check_models()
+    study(config("imagenet")).check_models(check_model)
 
 
 def test_the_distillation_study_its_students_and_their_teachers() -> None:

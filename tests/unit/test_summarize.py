@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from transmix.report import summarize
-from transmix.results import SchemaError, paper, read
+from transmix.records.results import SchemaError, paper, read
+from transmix.reporting.pages import summarize
 
 REPO = Path(__file__).resolve().parents[2]
 

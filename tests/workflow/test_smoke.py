@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from transmix.results import read, write
+from transmix.records.results import read, write
 
 pytestmark = pytest.mark.slow  # starts Snakemake
 MODEL, METHODS = "vit_micro_patch4_28", ("deit", "transmix")

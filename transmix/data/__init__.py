@@ -6,7 +6,8 @@ through timm's transforms and a ``DataLoader`` (:mod:`transmix.data.imagefolder`
 such a tree once (:mod:`transmix.data.cifar`) and read the same way. Work-arounds for library
 behaviour that would otherwise lose a run are kept apart in :mod:`transmix.data.compat`.
 
-Both answer :class:`Split` (what evaluation reads) and :class:`TrainSplit` (what the loop trains on). Each split is
+Both answer :class:`~transmix.data.split.Split` (what evaluation reads) and :class:`~transmix.data.split.TrainSplit`
+(what the loop trains on). Each split is
 made with what it needs (the in-memory one the run's generator, which draws its order and augmentation; the
 class-folder one its shard and seed), so the per-epoch call takes only the epoch and the batch to start from.
 
@@ -15,64 +16,16 @@ This module imports no torch: ``transmix data`` and the Snakefile use :mod:`tran
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
+
+from transmix.data.split import Batch, CorruptImage, DatasetMissing, Split, TrainSplit
 
 if TYPE_CHECKING:
     import torch
 
-    from transmix.config import TrainConfig
+    from transmix.config.run import TrainConfig
 
-Batch = tuple["torch.Tensor", "torch.Tensor"]  # images (B, C, H, W) float32 normalised, labels (B,) int64
-
-
-class DatasetMissing(FileNotFoundError):
-    """The dataset is not where the config says; the message says how to get it."""
-
-
-class CorruptImage(ValueError):
-    """An image does not decode; the message names every such file and its error."""
-
-
-class Split(Protocol):
-    """A fixed set of labelled images, read in order (a test or validation split)."""
-
-    num_classes: int
-    image_shape: tuple[int, int, int]  # (C, H, W) of one model input
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, Any]:
-        """One normalised image ``(C, H, W)`` and its label."""
-        ...
-
-    def eval_batches(self, batch_size: int) -> Iterator[Batch]:
-        """Every image in order, in batches of ``batch_size`` (the last one shorter)."""
-        ...
-
-
-class TrainSplit(Split, Protocol):
-    """A training split: each epoch's batches in the run's order, resumable from any batch.
-
-    ``global_batches``: every process gets the same global batch and trains on its slice (in memory), or each
-    process gets its own local batch (class folders, one shard per process).
-    """
-
-    global_batches: bool
-
-    def batches(self, epoch: int, start: int) -> Iterator[Batch]:
-        """Epoch ``epoch``'s full batches from batch ``start`` on."""
-        ...
-
-    def state_dict(self) -> dict[str, Any]:
-        """What a mid-epoch checkpoint must keep to replay the rest of the epoch."""
-        ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-    def close(self) -> None:
-        """Release what loads the batches (worker processes), at the end of training."""
-        ...
+__all__ = ["Batch", "CorruptImage", "DatasetMissing", "Split", "TrainSplit", "class_names", "eval_split", "train_split"]
 
 
 def train_split(cfg: TrainConfig, part: tuple[int, int], gen: torch.Generator,

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from transmix.data import DatasetMissing
+from transmix.data.split import DatasetMissing
 
 log = logging.getLogger(__name__)
 

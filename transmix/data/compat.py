@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from transmix.data import Batch, CorruptImage
+from transmix.data.split import Batch, CorruptImage
 
 SIGTERM_GRACE_S = 30  # SLURM's default KillWait: the time between its SIGTERM and its SIGKILL
 

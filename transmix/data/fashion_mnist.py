@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from transmix.data import Batch, DatasetMissing
 from transmix.data.prepare import is_prepared, raw_dir
+from transmix.data.split import Batch, DatasetMissing
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")

@@ -21,13 +21,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
-from transmix.config import IMAGENET_MEAN, IMAGENET_STD
-from transmix.data import Batch, CorruptImage, DatasetMissing
+from transmix.config.run import IMAGENET_MEAN, IMAGENET_STD
 from transmix.data.compat import naming_corrupt, pillow_safe, worker_init
 from transmix.data.loader import DeviceFinish, EpochKeys, SeededImages, loader_workers, stream_seed
+from transmix.data.split import Batch, CorruptImage, DatasetMissing
 
 if TYPE_CHECKING:
-    from transmix.config import TrainConfig
+    from transmix.config.run import TrainConfig
 
 log = logging.getLogger(__name__)
 

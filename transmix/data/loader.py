@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from transmix.data import Batch
+from transmix.data.split import Batch
 
 AUTO_WORKERS = -1  # num_workers: the CPUs of this process's allocation (its affinity), shared by the node's processes
 

@@ -13,8 +13,8 @@ import logging
 import shutil
 from pathlib import Path
 
-from transmix.atomic import atomic_open
-from transmix.data import DatasetMissing
+from transmix.data.split import DatasetMissing
+from transmix.records.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ OOD detection, corruptions.
 The paper's robustness analysis reports that TransMix-trained models hold up better when patches are dropped, when
 the spatial structure is shuffled, on natural adversarial examples (ImageNet-A) and in out-of-distribution detection
 (ImageNet-O). Each suite is one function of a :class:`~transmix.robustness.context.Context` (the run's models by
-variant, raw and EMA weights; its test images; the :class:`~transmix.robustness.protocol.Protocol`; a device; the
+variant, raw and EMA weights; its test images; the :class:`~transmix.config.robustness.Protocol`; a device; the
 suite's own ``torch.Generator``) returning the suite's columns of tidy rows (``suite``, ``setting``, ``level``,
 ``variant``, ``metric``, ``value``, ``n``); :func:`transmix.robustness.runner.run` adds the run's columns.
 
@@ -15,7 +15,7 @@ folders of their own: ``natural_dir`` (ImageNet-A) and ``ood_dir`` (ImageNet-O).
 
 Where things are:
 
-* :mod:`~transmix.robustness.protocol`: what is measured and which suites apply (no torch: the Snakefile checks it);
+* :mod:`~transmix.config.robustness`: what is measured and which suites apply (no torch: the Snakefile checks it);
 * :mod:`~transmix.robustness.images`: the run's test images in memory, and how its image files are read;
 * :mod:`~transmix.robustness.context`: what every suite is given, and the one way a perturbed set is scored;
 * :mod:`~transmix.robustness.spatial` (occlusion, shuffle), :mod:`~transmix.robustness.adversarial` (FGSM/PGD,
@@ -29,6 +29,6 @@ EMA models, so the two are compared on the same perturbed images. Two libraries 
 global states are restored afterwards. Values are percent throughout: top-1, AUROC and AUPR.
 """
 
-from transmix.robustness.protocol import SUITES, Protocol, applicable
+from transmix.config.robustness import SUITES, Protocol, applicable
 
 __all__ = ["SUITES", "Protocol", "applicable"]

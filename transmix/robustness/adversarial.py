@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from transmix.config.robustness import ATTACKS, Protocol
+from transmix.config.strict import ConfigError
 from transmix.data.imagefolder import list_images, random_subset
 from transmix.robustness.context import Context, Rows, logged, row
-from transmix.robustness.protocol import ATTACKS, Protocol
-from transmix.runtime import autocast
-from transmix.strict import ConfigError
+from transmix.training.runtime import autocast
 
 
 class PixelSpace(nn.Module):

@@ -1,7 +1,8 @@
 """What every suite is given, and the one way a perturbed set of images is scored.
 
-A suite is a function of one :class:`Context`. Scoring goes through :func:`transmix.evaluate.top_k`, the code of the
-clean evaluation, so an unperturbed protocol point (occlusion 0, shuffle grid 1, epsilon 0) gives the clean number.
+A suite is a function of one :class:`Context`. Scoring goes through :func:`transmix.training.accuracy.top_k`, the
+code of the clean evaluation, so an unperturbed protocol point (occlusion 0, shuffle grid 1, epsilon 0) gives
+the clean number.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from transmix.evaluate import top_k
+from transmix.config.robustness import Protocol
 from transmix.robustness.images import EvalImages
-from transmix.robustness.protocol import Protocol
-from transmix.runtime import autocast
+from transmix.training.accuracy import top_k
+from transmix.training.runtime import autocast
 
 Rows = list[dict[str, Any]]
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from transmix.config import TrainConfig
+from transmix.config.robustness import IMAGE_COUNTS, Protocol
+from transmix.config.run import TrainConfig
 from transmix.data import Batch
 from transmix.data.fashion_mnist import MEAN, STD, TensorDataset, load_fashion_mnist
 from transmix.data.imagefolder import (
@@ -25,7 +26,6 @@ from transmix.data.imagefolder import (
     image_folder_classes,
     list_images,
 )
-from transmix.robustness.protocol import IMAGE_COUNTS, Protocol
 
 log = logging.getLogger(__name__)
 

@@ -10,17 +10,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from transmix.config.robustness import FOLDERS, SUITES, Protocol, applicable
 from transmix.data import DatasetMissing
-from transmix.evaluate import load_final, run_columns, variants
-from transmix.results import frame
+from transmix.evaluation.evaluate import run_columns
+from transmix.evaluation.finished import load_final, variants
+from transmix.records.results import frame
 from transmix.robustness.adversarial import adversarial, natural
 from transmix.robustness.context import Context, Rows
 from transmix.robustness.corruptions import corruption
 from transmix.robustness.images import load_images
 from transmix.robustness.ood import ood
-from transmix.robustness.protocol import FOLDERS, SUITES, Protocol, applicable
 from transmix.robustness.spatial import occlusion, shuffle
-from transmix.runtime import resolve_device
+from transmix.training.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -7,16 +7,16 @@ import math
 import torch
 from torch import nn
 
-from transmix.attention import last_attention
-from transmix.mixing import token_cells
+from transmix.config.strict import ConfigError
+from transmix.method.attention import last_attention
+from transmix.method.mixing import token_cells
 from transmix.robustness.context import Context, Rows
-from transmix.strict import ConfigError
 
 
 def patch_cells(model: nn.Module, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The token of every pixel row and column of an input of ``size``: two index tensors ``(H,)``, ``(W,)``.
 
-    Tokens are the cells of the grid the class token attends to (:func:`transmix.mixing.token_cells`), the same
+    Tokens are the cells of the grid the class token attends to (:func:`transmix.method.mixing.token_cells`), the same
     cells the CutMix box is mapped to: ViT/DeiT/CaiT patches, Swin's merged patches, and for XCiT and PVT-v2
     (padded convolutions) cells centred on ``i * stride``; on 28 pixels with stride 8 that is 4, 8, 8, 8 pixels.
     """

@@ -1,4 +1,4 @@
-# Input functions and paths only; what a run is (run ids, ablation points, settings) lives in transmix.study.
+# Input functions and paths only; what a run is (run ids, ablation points, settings) lives in transmix.config.study.
 import json
 import re
 import shlex
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from transmix.data.cifar import DONE as CIFAR_DONE
 from transmix.data.prepare import FILES
-from transmix.study import Study
+from transmix.config.study import Study
 
 STUDY = Study(config)
 STUDY.check()  # a bad key, value, override or grid point stops the workflow here, before any job starts

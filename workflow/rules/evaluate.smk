@@ -52,7 +52,7 @@ rule check_tables:
     log:
         "results/{study}/logs/check_tables.log",
     run:
-        from transmix.results import check_run_tables  # pandas: imported by this job only, not at every parse
+        from transmix.records.results import check_run_tables  # pandas: imported by this job only, not at every parse
 
         Path(log[0]).write_text(check_run_tables(input))  # a SchemaError naming the cut table goes to the terminal
         Path(output[0]).touch()

@@ -1,0 +1,118 @@
+"""What a distillation study found, from its tidy table: students by teacher and kind, paired effects, teachers.
+
+A student's run id ends in ``__kd=<teacher method>.<kind>`` (``kd=alone`` without a teacher; see
+:mod:`transmix.config.study`), and its rows carry that in ``ablation``. Every comparison here pairs runs by seed: a
+student of seed s was taught by the teacher run of seed s, and shares its data order and initialisation with the
+other students of seed s, so per-seed differences are what the intervals are over. Notebook 06 draws these
+frames; :func:`summarize` prints the README's table.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from transmix.config.run import METHODS
+from transmix.config.study import ALONE, KD
+from transmix.reporting.stats import t_interval
+
+KD_PREFIX = f"{KD}="  # the run-id grammar is transmix.config.study's
+
+
+def is_student(ablation: pd.Series) -> pd.Series:
+    return ablation.str.startswith(KD_PREFIX)
+
+
+def kind_label(kind: str | None) -> str:
+    """``soft4`` -> ``soft T=4``; ``hard``; no kind (a student trained alone) -> ``alone``."""
+    if not kind:
+        return ALONE
+    return f"soft T={kind[len('soft') :]}" if kind.startswith("soft") else kind
+
+
+def students(ours: pd.DataFrame, variant: str = "ema", metric: str = "top1") -> pd.DataFrame:
+    """One row per student run: ``teacher`` (its teacher's method, or ``alone``), ``kind`` (``soft T=1``, ``hard``,
+    ``alone``), the student's ``method`` and ``seed``, and ``value`` (test top-1 by default)."""
+    rows = ours[is_student(ours.ablation) & (ours.suite == "clean") & (ours.metric == metric)]
+    rows = rows[rows.variant == variant]
+    point = rows.ablation.str[len(KD_PREFIX) :].str.split(".", n=1)
+    return rows.assign(teacher=point.str[0], kind=[kind_label(p[1] if len(p) > 1 else None) for p in point])[
+        ["model", "teacher", "kind", "method", "seed", "value", "n"]
+    ].reset_index(drop=True)
+
+
+def kinds(kd: pd.DataFrame) -> list[str]:
+    """The study's kinds in reading order: soft by temperature, then hard (``alone`` left out)."""
+    taught = [k for k in kd.kind.unique() if k != ALONE]
+    return sorted(taught, key=lambda k: (k == "hard", float(k.split("=")[1]) if "=" in k else 0.0))
+
+
+def taught_minus_alone(kd: pd.DataFrame) -> pd.DataFrame:
+    """Each taught student run with ``value`` = its top-1 minus that of the student of the same method and seed
+    trained alone."""
+    alone = kd[kd.teacher == ALONE].set_index(["method", "seed"]).value
+    taught = kd[kd.teacher != ALONE]
+    return taught.assign(
+        value=taught.value.to_numpy() - alone.reindex(pd.MultiIndex.from_frame(taught[["method", "seed"]])).to_numpy()
+    )
+
+
+def differences(kd: pd.DataFrame, column: str, treatment: str, baseline: str) -> pd.DataFrame:
+    """``treatment - baseline`` of ``column`` (``teacher`` or ``kind``) per seed and every other cell: e.g. a
+    TransMix teacher against a deit teacher, per kind, student method and seed."""
+    key = [c for c in ("teacher", "kind", "method") if c != column]
+    wide = kd[kd.teacher != ALONE].pivot_table(index=[*key, "seed"], columns=column, values="value")
+    if not {treatment, baseline} <= set(wide.columns):
+        return pd.DataFrame(columns=[*key, "seed", "value"])
+    return (wide[treatment] - wide[baseline]).dropna().rename("value").reset_index()
+
+
+def by_cell(diff: pd.DataFrame, by: list[str], confidence: float = 0.95) -> pd.DataFrame:
+    """A t-interval over seeds of per-seed differences, per group of ``by``."""
+    return diff.groupby(by).value.apply(t_interval, confidence=confidence).unstack().reset_index()
+
+
+def pooled(diff: pd.DataFrame, confidence: float = 0.95) -> pd.Series:
+    """Per-seed differences averaged over every cell of ``diff`` first, then a t-interval over seeds: one number
+    for a sentence (cells of one seed share data order and initialisation, so they are not independent)."""
+    return t_interval(diff.groupby("seed").value.mean(), confidence)
+
+
+def teachers(ours: pd.DataFrame, methods: list[str], variant: str = "ema", confidence: float = 0.95) -> pd.DataFrame:
+    """The teacher runs (the study's main runs of the teaching methods): top-1, expected calibration error and the
+    entropy of their outputs, mean and t-interval over seeds."""
+    main = ours[(ours.ablation == "") & (ours.variant == variant) & ours.method.isin(methods)]
+    rows = main[((main.suite == "clean") & (main.metric == "top1")) | (main.suite == "calibration")]
+    out = rows.groupby(["method", "metric"]).value.apply(t_interval, confidence=confidence).unstack().reset_index()
+    return out.assign(method=pd.Categorical(out.method, methods)).sort_values(["metric", "method"])
+
+
+def _ci(row: pd.Series) -> str:
+    return f"{row['mean']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}]".replace("-", "−")
+
+
+def summarize(ours: pd.DataFrame) -> str:
+    """The README's distillation table: student top-1 (EMA) per kind and teacher, for each student method, as the
+    change against the student trained alone (paired by seed, 95% t-interval), with the alone row's mean."""
+    kd = students(ours)
+    if kd.empty:
+        return ""
+    methods = [m for m in METHODS if m in set(kd.method)]
+    gains = by_cell(taught_minus_alone(kd), ["kind", "teacher", "method"]).set_index(["kind", "teacher", "method"])
+    alone = kd[kd.teacher == ALONE].groupby("method").value.agg(["mean", "std"])
+    model, n = kd.model.iloc[0], int(kd.seed.nunique())
+    parts = [f"Distillation: student {model} (EMA weights), top-1 (%) on {_joined(kd.n)} test images. The first row is "
+             f"the student trained alone (mean ± sd over {n} seeds); every other row the change a teacher brings, "
+             "paired by seed, 95% t-interval:", "",
+             "| kind | teacher | " + " | ".join(f"student {m}" for m in methods) + " |",
+             "|---|---|" + "---|" * len(methods),
+             "| alone | | " + " | ".join(f"{alone.loc[m, 'mean']:.2f} ± {alone.loc[m, 'std']:.2f}" for m in methods)
+             + " |"]  # fmt: skip
+    for kind in kinds(kd):
+        for teacher in [m for m in METHODS if m in set(kd[kd.kind == kind].teacher)]:
+            cells = [_ci(gains.loc[(kind, teacher, m)]) if (kind, teacher, m) in gains.index else "" for m in methods]
+            parts.append(f"| {kind} | {teacher} | " + " | ".join(cells) + " |")
+    return "\n".join(parts) + "\n"
+
+
+def _joined(values: pd.Series) -> str:
+    return ", ".join(str(int(v)) for v in sorted(values.dropna().unique()))
