@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from snakemake.utils import validate
 
 from transmix.config.run import ConfigError
-from transmix.config.study import Study, StudyError, parse_run_id, run_id
+from transmix.config.run_id import ALONE, Ablation, PublishedId, RunId, RunIdError, Student
+from transmix.config.study import Study, StudyError
 from transmix.method.models import check_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,12 +33,30 @@ def study(values: dict) -> Study:
 
 
 def test_run_ids_round_trip() -> None:
-    assert run_id("vit_micro_patch4_28", "deit", 2) == "vit_micro_patch4_28__deit__s2"
-    text = run_id("vit_micro_patch4_28", "transmix", 0, "attn_block=-2")
-    assert parse_run_id(text) == {"model": "vit_micro_patch4_28", "method": "transmix", "seed": 0,
-                                  "point": "attn_block=-2"}  # fmt: skip
-    with pytest.raises(StudyError, match="is not model__method__s<seed>"):
-        parse_run_id("vit__deit__seed0")
+    assert str(RunId("vit_micro_patch4_28", "deit", 2)) == "vit_micro_patch4_28__deit__s2"
+    ablated = RunId("vit_micro_patch4_28", "transmix", 0, Ablation("attn_block", "-2"))
+    assert str(ablated) == "vit_micro_patch4_28__transmix__s0__attn_block=-2" and ablated.ablation == "attn_block=-2"
+    assert RunId.parse(str(ablated)) == ablated
+    student = RunId.parse("deit_nano_distilled_patch4_28__none__s1__kd=transmix.soft4")
+    assert student.student == Student("transmix", "soft", 4.0) and student.student.label == "soft T=4"
+    assert RunId.parse("m__deit__s0__kd=alone").student == Student(ALONE)
+    assert RunId.parse("m__deit__s0__kd=deit.hard").student.label == "hard"
+    assert ablated.with_method("deit") == RunId.parse("vit_micro_patch4_28__deit__s0__attn_block=-2")
+    with pytest.raises(RunIdError, match="is not model__method__s<seed>"):  # a config error, exit code 2
+        RunId.parse("vit__deit__seed0")
+    with pytest.raises(RunIdError, match="kd='deit.warm' is not"):
+        RunId.parse("m__deit__s0__kd=deit.warm")
+
+
+@pytest.mark.parametrize("table", sorted(Path("results").glob("*/results.csv")) + [Path("transmix/paper.csv")])
+def test_every_committed_run_id_round_trips(table: Path) -> None:
+    """Every id in every committed table reads back to itself, and a run's point is its rows' ``ablation``."""
+    rows = pd.read_csv(table, keep_default_na=False, dtype=str)
+    ours = rows[rows.source == "ours"]
+    for run, ablation in set(zip(ours.run_id, ours.get("ablation", ours.run_id), strict=True)):
+        assert str(RunId.parse(run)) == run and RunId.parse(run).ablation == ablation
+    for published in rows.loc[rows.source == "paper", "run_id"].unique():
+        assert str(PublishedId.parse(published)) == published
 
 
 def test_the_default_study_is_six_runs_and_three_notebooks() -> None:

@@ -8,49 +8,30 @@ Snakefile's input functions ask a :class:`Study` for paths and arguments; everyt
 lives here, where unit tests reach it. No torch is imported,
 so parsing the workflow stays fast.
 
-Run ids are deterministic: ``{model}__{method}__s{seed}``, plus ``__{key}={value}`` for a run of an ablation point,
-and ``__kd={teacher method}.{kind}`` for a student (``kd=transmix.soft4``: soft distillation at temperature 4 from
-the study's transmix run of the student's seed; ``kd=deit.hard``; ``kd=alone``: the student's recipe without a
-teacher, the reference every taught student is compared with).
+Run ids are deterministic (:class:`~transmix.config.run_id.RunId`): a main run's model, method and seed, plus the
+ablation point or the distillation student's teacher of a run outside the main grid.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
 
 from transmix.config.run import TrainConfig, from_dict
+from transmix.config.run_id import ALONE, Ablation, RunId, Student
 from transmix.errors import BadConfig
 
-RUN_ID = re.compile(r"^(?P<model>[A-Za-z0-9_.]+?)__(?P<method>[a-z]+)__s(?P<seed>\d+)(?:__(?P<point>[^_/]\S*))?$")
 # Axes that only change how TransMix reads the attention: their points train TransMix alone. Any other axis
 # (switch_prob, cutmix_alpha, ...) changes what every method sees, so its points train every method of the study.
 TRANSMIX_ONLY = ("area_weight", "attn_block", "attn_blocks", "attn_heads", "box_to_grid")
 NAMES_THE_RUN = ("model", "method", "seed", "study", "ablation", "dataset", "data_dir")  # not an ablation axis
-KD = "kd"  # the point key of a distillation student: kd=<teacher method>.<kind>, or kd=alone
-ALONE = "alone"
 PAIRS = 500  # CutMix pairs of test images per run and weights for the attention-against-area rows (`evaluation:`)
 DISTILLING = ("teacher", "distillation", "distill_alpha", "distill_tau")  # set per student by the study
 
 
 class StudyError(BadConfig, ValueError):
     """A study config is inconsistent; the message names the key and the fix."""
-
-
-def run_id(model: str, method: str, seed: int, point: str = "") -> str:
-    """``{model}__{method}__s{seed}``, plus ``__{point}`` (``key=value``) for a run of an ablation point."""
-    return f"{model}__{method}__s{seed}" + (f"__{point}" if point else "")
-
-
-def parse_run_id(text: str) -> dict[str, Any]:
-    """The parts of a run id: ``model``, ``method``, ``seed`` (int) and ``point`` ("" for a main run)."""
-    match = RUN_ID.match(text)
-    if match is None:
-        raise StudyError(f"run_id {text!r} is not model__method__s<seed>[__key=value]")
-    parts = match.groupdict()
-    return {**parts, "seed": int(parts["seed"]), "point": parts["point"] or ""}
 
 
 class Study:
@@ -96,16 +77,16 @@ class Study:
 
     def run_ids(self) -> list[str]:
         """The study's main runs: models x methods x seeds, then each model's ``more_methods`` x seeds."""
-        runs = [run_id(m, meth, s) for m in self.models for meth in self.methods for s in self.seeds]
-        more = [run_id(m, meth, s) for m, methods in self.more_methods.items() for meth in methods for s in self.seeds]
-        return runs + more
+        runs = [RunId(m, meth, s) for m in self.models for meth in self.methods for s in self.seeds]
+        more = [RunId(m, meth, s) for m, methods in self.more_methods.items() for meth in methods for s in self.seeds]
+        return [str(run) for run in runs + more]
 
     @cached_property
     def points(self) -> dict[str, tuple[str, Any]]:
         """``{point: (key, value)}`` for every value of every axis of the ablation grid; a point is named
         ``key=value`` (``area_weight=0.25``), which is also the last part of its runs' ids."""
         axes = self.ablations["axes"] if self.ablations else {}
-        return {f"{key}={value}": (key, value) for key, values in axes.items() for value in values}
+        return {str(Ablation(key, str(value))): (key, value) for key, values in axes.items() for value in values}
 
     def ablation_runs(self, point: str) -> list[str]:
         """The run ids of one ablation point: its models x methods x seeds."""
@@ -113,7 +94,8 @@ class Study:
         methods = ["transmix"] if key in TRANSMIX_ONLY else self.methods
         models = self.ablations.get("models", self.models)
         seeds = self.ablations.get("seeds", self.seeds)
-        return [run_id(m, meth, s, point) for m in models for meth in methods for s in seeds]
+        return [str(RunId(m, meth, s, Ablation(key, str(self.points[point][1])))) for m in models for meth in methods
+                for s in seeds]  # fmt: skip
 
     def students(self) -> list[str]:
         """The distillation section's student runs: for each seed and student method, one per teacher method and
@@ -121,11 +103,11 @@ class Study:
         if not self.distillation:
             return []
         d = self.distillation
-        kinds = [f"soft{t:g}" for t in d.get("temperatures", [1.0])] if "soft" in d["kinds"] else []
-        kinds += ["hard"] if "hard" in d["kinds"] else []
-        points = [f"{KD}={teacher}.{kind}" for teacher in d["teachers"] for kind in kinds]
-        points += [f"{KD}={ALONE}"] if d.get("alone", True) else []
-        return [run_id(d["model"], method, seed, point) for seed in d.get("seeds", self.seeds)
+        kinds = [("soft", float(t)) for t in d.get("temperatures", [1.0])] if "soft" in d["kinds"] else []
+        kinds += [("hard", None)] if "hard" in d["kinds"] else []
+        points = [Student(teacher, kind, tau) for teacher in d["teachers"] for kind, tau in kinds]
+        points += [Student(ALONE)] if d.get("alone", True) else []
+        return [str(RunId(d["model"], method, seed, point)) for seed in d.get("seeds", self.seeds)
                 for method in d["methods"] for point in points]  # fmt: skip
 
     @property
@@ -136,45 +118,44 @@ class Study:
     def pairs(self, run: str) -> int:
         """CutMix pairs for a run's attention-against-area rows: the study's ``evaluation: pairs``, none for students
         (notebook 04 shows the study's own runs)."""
-        return 0 if parse_run_id(run)["point"].startswith(f"{KD}=") else self.evaluation_pairs
+        return 0 if RunId.parse(run).student else self.evaluation_pairs
 
     def teacher(self, run: str) -> str | None:
         """The run id of a student's teacher: the study's main run of the teacher method, model ``teacher_model``,
         with the student's seed; ``None`` for any other run (and for a student trained alone)."""
-        point = parse_run_id(run)["point"]
-        if not point.startswith(f"{KD}=") or point == f"{KD}={ALONE}":
+        parsed = RunId.parse(run)
+        if parsed.student is None or parsed.student.teacher == ALONE:
             return None
-        return run_id(self.teacher_model, point[len(KD) + 1 :].split(".")[0], parse_run_id(run)["seed"])
+        return str(RunId(self.teacher_model, parsed.student.teacher, parsed.seed))
 
-    def _student_settings(self, run: str, point: str) -> dict[str, Any]:
+    def _student_settings(self, run: str, point: Student) -> dict[str, Any]:
         if not self.distillation or run not in self.students():
             raise StudyError(f"{run!r} is not a student of the study's distillation section")
         d = self.distillation
         values = {**self.train, **self.overrides.get(d["model"], {}), **d.get("train", {}), "study": self.name,
-                  "ablation": point}  # fmt: skip
-        if point != f"{KD}={ALONE}":
-            kind = point.split(".", 1)[1]
+                  "ablation": str(point)}  # fmt: skip
+        if point.teacher != ALONE:
             values.update(teacher=f"results/{self.name}/train/{self.teacher(run)}", distill_alpha=d.get("alpha", 0.5),
-                          distillation="hard" if kind == "hard" else "soft")  # fmt: skip
-            if kind != "hard":
-                values["distill_tau"] = float(kind[len("soft") :])
+                          distillation=point.kind)  # fmt: skip
+            if point.kind == "soft":
+                values["distill_tau"] = point.tau
         return values
 
     def settings(self, run: str) -> dict[str, Any]:
         """Every config key of one run: the study's ``train:``, the model's overrides, the ablation point's value,
         and the run's model, method and seed; checked (and kept, so each run is checked once)."""
         if run not in self._settings:
-            parts = parse_run_id(run)
-            values = {**self.train, **self.overrides.get(parts["model"], {}), "study": self.name}
-            if parts["point"].startswith(f"{KD}="):
-                values = self._student_settings(run, parts["point"])
-            elif parts["point"]:
-                if parts["point"] not in self.points:
-                    raise StudyError(f"{parts['point']!r} is not a point of the study's ablation grid: "
+            parsed = RunId.parse(run)
+            values = {**self.train, **self.overrides.get(parsed.model, {}), "study": self.name}
+            if parsed.student:
+                values = self._student_settings(run, parsed.student)
+            elif parsed.point:
+                if parsed.ablation not in self.points:
+                    raise StudyError(f"{parsed.ablation!r} is not a point of the study's ablation grid: "
                                      f"{list(self.points)}")  # fmt: skip
-                key, value = self.points[parts["point"]]
-                values.update({key: value, "ablation": parts["point"]})
-            values.update(model=parts["model"], method=parts["method"], seed=parts["seed"])
+                key, value = self.points[parsed.ablation]
+                values.update({key: value, "ablation": parsed.ablation})
+            values.update(model=parsed.model, method=parsed.method, seed=parsed.seed)
             from_dict(values)
             self._settings[run] = values
         return self._settings[run]

@@ -1,7 +1,7 @@
 """What a distillation study found, from its tidy table: students by teacher and kind, paired effects, teachers.
 
-A student's run id ends in ``__kd=<teacher method>.<kind>`` (``kd=alone`` without a teacher; see
-:mod:`transmix.config.study`), and its rows carry that in ``ablation``. Every comparison here pairs runs by seed: a
+A student's run id names its teacher's method and the kind (:class:`~transmix.config.run_id.Student`), and its rows
+carry that point in ``ablation``. Every comparison here pairs runs by seed: a
 student of seed s was taught by the teacher run of seed s, and shares its data order and initialisation with the
 other students of seed s, so per-seed differences are what the intervals are over. Notebook 06 draws these
 frames; :func:`summarize` prints the README's table.
@@ -12,21 +12,13 @@ from __future__ import annotations
 import pandas as pd
 
 from transmix.config.run import METHODS
-from transmix.config.study import ALONE, KD
+from transmix.config.run_id import ALONE, Student, parse_point
 from transmix.reporting.stats import t_interval
-
-KD_PREFIX = f"{KD}="  # the run-id grammar is transmix.config.study's
 
 
 def is_student(ablation: pd.Series) -> pd.Series:
-    return ablation.str.startswith(KD_PREFIX)
-
-
-def kind_label(kind: str | None) -> str:
-    """``soft4`` -> ``soft T=4``; ``hard``; no kind (a student trained alone) -> ``alone``."""
-    if not kind:
-        return ALONE
-    return f"soft T={kind[len('soft') :]}" if kind.startswith("soft") else kind
+    """Which rows are a distillation student's, by their ``ablation`` point."""
+    return ablation.map(lambda point: isinstance(parse_point(point), Student)).astype(bool)
 
 
 def students(ours: pd.DataFrame, variant: str = "ema", metric: str = "top1") -> pd.DataFrame:
@@ -34,8 +26,8 @@ def students(ours: pd.DataFrame, variant: str = "ema", metric: str = "top1") -> 
     ``alone``), the student's ``method`` and ``seed``, and ``value`` (test top-1 by default)."""
     rows = ours[is_student(ours.ablation) & (ours.suite == "clean") & (ours.metric == metric)]
     rows = rows[rows.variant == variant]
-    point = rows.ablation.str[len(KD_PREFIX) :].str.split(".", n=1)
-    return rows.assign(teacher=point.str[0], kind=[kind_label(p[1] if len(p) > 1 else None) for p in point])[
+    point = rows.ablation.map(parse_point)
+    return rows.assign(teacher=[p.teacher for p in point], kind=[p.label for p in point])[
         ["model", "teacher", "kind", "method", "seed", "value", "n"]
     ].reset_index(drop=True)
 

@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 
 from transmix.config.robustness import SUITES
+from transmix.config.run_id import PublishedId
 from transmix.records.layout import RESOLVED
 from transmix.reporting.distillation import is_student
 from transmix.reporting.distillation import summarize as summarize_distillation
@@ -123,7 +124,7 @@ def published_gains(paper: pd.DataFrame, treatment: str = "transmix", baseline: 
     """``treatment - baseline`` top-1 for every published pair of rows (same source, dataset, model and epochs),
     with where it was reported: the rungs of the scale ladder that other people measured."""
     rows = paper[(paper.suite == "clean") & (paper.metric == "top1")]
-    rows = rows.assign(source=rows.run_id.str.split("__").str[0])
+    rows = rows.assign(source=rows.run_id.map(lambda run: PublishedId.parse(run).source))
     keys = ["source", "dataset", "model", "epochs"]
     wide = rows.pivot_table(index=keys, columns="method", values="value", aggfunc="first", sort=False)
     if not {treatment, baseline} <= set(wide.columns):

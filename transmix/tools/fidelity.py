@@ -26,7 +26,8 @@ from typing import Any
 import yaml
 
 from transmix.config.run import from_dict
-from transmix.config.study import Study, run_id
+from transmix.config.run_id import RunId
+from transmix.config.study import Study
 
 MODELS = ("deit_small_patch16_224", "deit_base_patch16_224")
 SHORT = {"deit_small_patch16_224": "DeiT-S", "deit_base_patch16_224": "DeiT-B"}
@@ -41,7 +42,7 @@ def release_rows() -> list[dict[str, str]]:
 def our_settings(study: Study, model: str) -> dict[str, Any]:
     """Every config key of the model's TransMix run in ``study`` (defaults included), and ``global_batch``: the
     batch per process times the GPUs of a training job."""
-    values = from_dict(study.settings(run_id(model, "transmix", study.seeds[0]))).to_dict()
+    values = from_dict(study.settings(str(RunId(model, "transmix", study.seeds[0])))).to_dict()
     gpus = int(study.config.get("resources", {}).get("train", {}).get("gpus") or 1)
     return {**values, "global_batch": values["batch_size"] * gpus}
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from transmix.data.cifar import DONE as CIFAR_DONE
 from transmix.data.prepare import FILES
+from transmix.config.run_id import PATTERN as RUN_ID_PATTERN
+from transmix.config.run_id import POINT_PATTERN
 from transmix.config.study import Study
 
 STUDY = Study(config)
@@ -14,8 +16,8 @@ STUDY.check()  # a bad key, value, override or grid point stops the workflow her
 
 wildcard_constraints:
     study=re.escape(STUDY.name),
-    run_id=r"[A-Za-z0-9_.]+__[a-z]+__s\d+(__[a-z_]+=[A-Za-z0-9_.+-]+)?",  # __kd=deit.soft4: a student
-    point=r"[a-z_]+=[A-Za-z0-9_.+-]+",
+    run_id=RUN_ID_PATTERN,  # the grammar of transmix.config.run_id.RunId
+    point=POINT_PATTERN,
 
 
 def data_files():
