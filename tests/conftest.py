@@ -3,34 +3,27 @@ training run is made once and shared by every test that only reads a finished ru
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before CUDA starts: deterministic cuBLAS when asked
-# Workers take test files in this order (`--no-loadscope-reorder`), the rest after them as collected: the longest
-# first, so that no worker is left running one of them alone at the end. A worker holds the file after the one it
-# runs (xdist runs a test once it knows the next), so the two short files after the two long single-test ones wait
-# behind them, not a long one.
-FIRST = (
-    "tests/workflow/test_smoke.py",
-    "tests/cluster/",
-    "tests/integration/test_run_folder.py",
-    "tests/unit/test_mixing.py",
-    "tests/unit/test_config.py",
-    "tests/integration/test_reliability.py",
-    "tests/integration/test_ddp.py",
-    "tests/integration/test_train.py",
-    "tests/workflow/test_dry_runs.py",
-    "tests/integration/test_robustness_imagefolder.py",
-    "tests/integration/test_gpu_check.py",
-    "tests/workflow/test_rerun.py",
-    "tests/integration/test_robustness.py",
-    "tests/integration/test_imagefolder.py",
-)
+# Seconds each test file took, as the suite itself measured them (`python -m pytest --record-durations`). Workers take
+# whole files longest first (`--dist=loadfile --no-loadscope-reorder`), so that no worker is left running a long one
+# alone at the end; a file not recorded yet counts as the longest, until the next recording.
+DURATIONS = REPO / "tests" / "durations.json"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--record-durations", action="store_true",
+                     help=f"write each test file's time in this run to {DURATIONS.relative_to(REPO)}: later runs start "
+                     "the longest files first")  # fmt: skip
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,11 +34,28 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        path = Path(item.path).relative_to(REPO).as_posix()
-        return next((i for i, prefix in enumerate(FIRST) if path.startswith(prefix)), len(FIRST))
+    recorded = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
+    items.sort(key=lambda item: -recorded.get(_file(item.nodeid), math.inf))  # stable: each file keeps its order
 
-    items.sort(key=rank)  # stable: each file keeps its own order
+
+_SPENT: dict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _SPENT[_file(report.nodeid)] += report.duration  # setup, call and teardown; from every worker, in the controller
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if config.getoption("record_durations") and not hasattr(config, "workerinput") and _SPENT:
+        recorded = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}  # a partial run keeps the rest
+        merged = {**recorded, **{f: round(t, 1) for f, t in _SPENT.items()}}
+        kept = {f: t for f, t in merged.items() if (REPO / f).is_file()}  # files since removed are dropped
+        DURATIONS.write_text(json.dumps(dict(sorted(kept.items(), key=lambda kv: -kv[1])), indent=1) + "\n")
+
+
+def _file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
 
 
 @pytest.fixture(scope="session")

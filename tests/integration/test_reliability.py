@@ -160,3 +160,43 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(fashion_root, t
     assert not (out / FINAL).exists()
     state = torch.load(out / CHECKPOINT, weights_only=True)
     assert state["epoch"] >= 1 and all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_a_full_disk_during_a_checkpoint_save_is_one_line_naming_the_file(fashion_root, tmp_path, monkeypatch,
+                                                                          capsys) -> None:  # fmt: skip
+    """The disk fills up part of the way into ``torch.save``: torch's archive writer raises its own error about
+    positions, with the ``OSError`` only as its context. The command still says, in one line, which file it was."""
+    import errno
+    import os
+
+    from transmix.cli import main
+    from transmix.records import atomic
+
+    class FillsUp:
+        def __init__(self, fh, room: int):
+            self.fh, self.room = fh, room
+
+        def write(self, data) -> int:
+            if len(data) > self.room:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.room -= len(data)
+            return self.fh.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.fh.close()
+
+    fdopen = os.fdopen
+    monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode, **kw: FillsUp(fdopen(fd, mode, **kw), 2000)
+                        if "b" in mode else fdopen(fd, mode, **kw))  # fmt: skip
+    out = tmp_path / "run"
+    sets = [arg for s in [*SETTINGS, "epochs=1", "warmup_epochs=0", f"data_dir={fashion_root}"] for arg in ("--set", s)]
+    assert main(["train", "--out", str(out), "--threads", "1", "--progress", "log", *sets]) == 1
+    err = capsys.readouterr().err
+    assert f"transmix: error: no space left on the device writing {out / CHECKPOINT}" in err and "Traceback" not in err
+    assert not list(out.glob(f".{CHECKPOINT}.*")), "no half-written checkpoint left"

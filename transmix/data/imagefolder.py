@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from transmix.config.run import IMAGENET_MEAN, IMAGENET_STD
 from transmix.data.compat import naming_corrupt, pillow_safe, worker_init
 from transmix.data.loader import DeviceFinish, EpochKeys, SeededImages, loader_workers, stream_seed
-from transmix.data.split import Batch, CorruptImage, DatasetMissing
+from transmix.data.split import SPLITS, Batch, CorruptImage, DatasetMissing
 
 if TYPE_CHECKING:
     from transmix.config.run import TrainConfig
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")  # what is read; any case
 LAYOUT = ("DIR/train/<class>/<image> and DIR/val/<class>/<image> (class folders named alike in both; "
           f"{'/'.join(IMAGE_SUFFIXES)}; folders whose name starts with '.' are not classes)")  # fmt: skip
-SPLITS = ("train", "val")
 INTERPOLATION = "bicubic"  # the evaluation resize (timm's DeiT default); training's is the `train_interpolation` key
 IMAGE_MEAN, IMAGE_STD = IMAGENET_MEAN, IMAGENET_STD  # the `mean` and `std` keys' defaults
 RE_MODE = "pixel"  # DeiT's random-erasing fill (per-pixel normal noise); off unless `reprob` > 0

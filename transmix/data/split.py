@@ -11,6 +11,7 @@ from transmix.errors import Failure
 if TYPE_CHECKING:
     import torch
 
+SPLITS = ("train", "val")  # the sub-folders of a class-folder tree
 Batch = tuple["torch.Tensor", "torch.Tensor"]  # images (B, C, H, W) float32 normalised, labels (B,) int64
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SPLITS = ("train", "val")
+from transmix.data.split import SPLITS
 
 
 def make_class_folders(root: str | Path, classes: int = 4, per_class: tuple[int, int] = (64, 16),

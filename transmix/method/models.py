@@ -27,11 +27,13 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.models.xcit import Xcit
 from torch import nn
 
+from transmix.data.fashion_mnist import MEAN as FASHION_MEAN
+from transmix.data.fashion_mnist import STD as FASHION_STD
+
 if TYPE_CHECKING:
     from transmix.config.run import TrainConfig
     from transmix.data import Split
 
-FASHION_MEAN, FASHION_STD = 0.2860, 0.3530  # = transmix.data.fashion_mnist's normalisation
 _MICRO = dict(img_size=28, patch_size=4, in_chans=1, num_classes=10, mlp_ratio=2.0)
 _FACTORY_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
 NO_CLASS_TOKEN = ("swin", "pvt_v2")  # name prefixes of families that get a ClassAttentionHead

@@ -49,7 +49,6 @@ from transmix.training.step import Stepper
 COLUMNS = ("deit", "transmix", "transmix-explicit", "timm")
 KD = "deit+kd"  # the deit step with a teacher, when one is asked for
 MODES = ("eager", "compiled")
-PRECISIONS = ("fp32", "bf16")
 
 
 class TimmStep:

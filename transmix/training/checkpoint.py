@@ -115,11 +115,22 @@ def restore_rng(rng: dict[str, Any], gen: torch.Generator, device: torch.device,
 
 
 def atomic_save(obj: Any, path: Path, keep_previous: bool = False) -> None:
-    """``torch.save`` atomically; with ``keep_previous`` the file it replaces stays as ``checkpoint.prev.pt``."""
-    with atomic_open(path, "wb") as fh:
-        torch.save(obj, fh)
-        if keep_previous and path.exists():
-            os.replace(path, path.parent / PREVIOUS)
+    """``torch.save`` atomically; with ``keep_previous`` the file it replaces stays as ``checkpoint.prev.pt``.
+
+    A write that fails half-way (a full disk) reaches torch's archive writer, which raises its own error about
+    positions in the archive and keeps the ``OSError`` only as context: that ``OSError`` is raised instead, naming
+    ``path``, as every other write reports it."""
+    try:
+        with atomic_open(path, "wb") as fh:
+            torch.save(obj, fh)
+            if keep_previous and path.exists():
+                os.replace(path, path.parent / PREVIOUS)
+    except RuntimeError as err:
+        if not isinstance(err.__context__, OSError):
+            raise
+        failed = err.__context__
+        failed.filename = failed.filename or str(path)
+        raise failed from None
 
 
 def atomic_write_text(text: str, path: Path) -> None:

@@ -30,9 +30,16 @@ def data_files():
     return [f"{STUDY.data_dir}/FashionMNIST/raw/{name}" for name in FILES]
 
 
-def data_root(wildcards, output):
-    """The dataset root, derived from the rule's outputs (<root>/FashionMNIST/raw/<file>)."""
-    return str(Path(output[0]).parents[2])
+def data_command(wildcards, output, threads):
+    """The `data` job's command for the study's dataset, with where its output and messages go."""
+    log = shlex.quote(f"results/{STUDY.name}/logs/data.log")
+    root = shlex.quote(STUDY.data_dir)
+    if STUDY.dataset == "imagefolder":  # what it found goes to the marker the training jobs wait for
+        return f"transmix data --check --root {root} --workers {threads} > {shlex.quote(output[0])} 2> {log}"
+    if STUDY.dataset in ("cifar10", "cifar100"):
+        return f"transmix data --dataset {STUDY.dataset} --root {root} > {log} 2>&1"
+    root = shlex.quote(str(Path(output[0]).parents[2]))  # <root>/FashionMNIST/raw/<file>
+    return f"transmix data --root {root} > {log} 2>&1"
 
 
 def teacher_final(wildcards):
