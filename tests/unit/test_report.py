@@ -1,29 +1,12 @@
-"""The pages' setup tables and conclusions: read from the runs and chosen by the intervals, never typed."""
+"""The pages' setup tables and the published gains: read from the runs and the published table, never typed."""
 
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 import yaml
 
 from transmix.records.results import paper
-from transmix.reporting.pages import published_gains, setup, verdict
-
-
-@pytest.mark.parametrize(
-    ("mean", "low", "high", "n", "expected"),
-    [
-        (0.5, 0.1, 0.9, 5, "is **higher**: by 0.50 points"),
-        (-0.5, -0.9, -0.1, 5, "is **lower**: by 0.50 points"),
-        (0.3, -0.3, 0.9, 5, "+0.30 points, **no difference shown**"),
-        (0.5, float("nan"), float("nan"), 1, "too few for an interval"),
-    ],
-)
-def test_the_interval_picks_the_sentence(mean, low, high, n, expected) -> None:
-    text = verdict("transmix − deit", mean, low, high, n)
-    assert expected in text
-    if n > 1:
-        assert f"over {n} seeds [{low:+.2f}, {high:+.2f}]" in text
+from transmix.reporting.pages import published_gains, setup
 
 
 def test_published_gains_pair_rows_of_one_source_dataset_model_and_epochs() -> None:

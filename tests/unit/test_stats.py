@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from transmix.reporting.stats import load_study, paired, t_interval
+from transmix.reporting.stats import interval_ends, load_study, paired, t_interval
 
 
 def test_t_interval_by_hand_and_against_scipy() -> None:
@@ -24,6 +24,13 @@ def test_t_interval_by_hand_and_against_scipy() -> None:
     assert (ci["low"], ci["high"]) == pytest.approx((low, high), abs=1e-12)
     one = t_interval([5.0, float("nan")])  # a missing value is dropped; one value has no interval
     assert one["n"] == 1 and one["mean"] == 5.0 and math.isnan(one["half"])
+
+
+def test_interval_ends_are_the_t_intervals_for_seaborn() -> None:
+    # seaborn's errorbar= gets the values at one x; the band is then the tables' interval
+    assert interval_ends()([1.0, 2.0, 3.0]) == pytest.approx((2 - 2.484138, 2 + 2.484138), abs=1e-6)
+    low, high = interval_ends(0.9)([1.0, 2.0, 3.0])  # t(0.95, 2 df) = 2.919986: half-width 1.685854
+    assert (low, high) == pytest.approx((2 - 1.685854, 2 + 1.685854), abs=1e-6)
 
 
 def test_paired_difference_takes_each_seed_against_its_own() -> None:

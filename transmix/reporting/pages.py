@@ -1,10 +1,10 @@
-"""What every rendered notebook says beside its figures: the setup it shows, and conclusions the intervals choose.
+"""What every rendered notebook says beside its figures: the setup it shows, and a study's headline tables.
 
 Reviewers read the HTML pages, not the code (the pages hide it). So each page opens with the setup of the runs it
 shows, read from the runs' own ``config.resolved.yaml`` (the config as trained, with the versions that trained it),
-and ends with sentences picked by the intervals: a difference is called higher or lower only when its interval
-excludes zero, so no sentence is typed for one result and a rerun with other numbers says what those show.
-:func:`summarize` prints a study's headline tables for the README (``transmix summarize``) from its table alone.
+and ends with sentences picked by the intervals (:mod:`.verdicts`). :func:`summarize` prints a study's headline
+tables for the README (``transmix summarize``) from its table alone, with the same functions the pages use
+(:mod:`.suites`, :mod:`.ablations`, :mod:`.distillation`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from transmix.config.robustness import SUITES
 from transmix.config.run_id import PublishedId
 from transmix.records.layout import RESOLVED
+from transmix.reporting import ablations, suites
 from transmix.reporting.distillation import is_student
 from transmix.reporting.distillation import summarize as summarize_distillation
+from transmix.reporting.stats import paired
 
 # The settings a reader needs to place a result: (label, key of the resolved config or of its "effective" part).
 SETTINGS = (
@@ -108,18 +109,6 @@ def _joined(values: pd.Series) -> str:
     return ", ".join(str(v) for v in sorted(values.unique()))
 
 
-def verdict(what: str, mean: float, low: float, high: float, n: int, unit: str = "points", level: float = 0.95) -> str:
-    """One sentence on a difference from its interval: higher or lower only when the interval excludes zero."""
-    interval = f"{level:.0%} t-interval over {n} seeds [{low:+.2f}, {high:+.2f}]"
-    if n < 2 or pd.isna(low):
-        return f"{what}: {mean:+.2f} {unit} from {n} seed(s), too few for an interval; nothing is concluded."
-    if low > 0:
-        return f"{what} is **higher**: by {mean:.2f} {unit} ({interval}, excluding zero)."
-    if high < 0:
-        return f"{what} is **lower**: by {-mean:.2f} {unit} ({interval}, excluding zero)."
-    return f"{what}: {mean:+.2f} {unit}, **no difference shown** ({interval} includes zero)."
-
-
 def published_gains(paper: pd.DataFrame, treatment: str = "transmix", baseline: str = "deit") -> pd.DataFrame:
     """``treatment - baseline`` top-1 for every published pair of rows (same source, dataset, model and epochs),
     with where it was reported: the rungs of the scale ladder that other people measured."""
@@ -132,9 +121,6 @@ def published_gains(paper: pd.DataFrame, treatment: str = "transmix", baseline: 
     gains = (wide[treatment] - wide[baseline]).dropna().rename("difference").reset_index()
     reference = rows[rows.method == treatment].drop_duplicates(keys).set_index(keys).reference
     return gains.join(reference, on=keys)
-
-
-CLEAN_LEVELS = {"occlusion": 0.0, "shuffle": 1.0, "adversarial": 0.0}  # the level that leaves the image as it was
 
 
 def method_order(methods: Any, baseline: str) -> list[str]:
@@ -151,8 +137,6 @@ def _ci(row: pd.Series) -> str:
 def _every_method(main: pd.DataFrame, baseline: str) -> list[str]:
     """Where every method of the study stands (EMA weights), for models trained with more than two: each method's
     top-1 and its difference from ``baseline``, paired by seed. No lines for a study of two methods."""
-    from transmix.reporting.stats import paired
-
     ema = main[main.variant == "ema"]
     models = [m for m, rows in ema.groupby("model") if rows.method.nunique() > 2]
     if not models:
@@ -178,7 +162,6 @@ def summarize(table: pd.DataFrame, treatment: str = "transmix", baseline: str = 
     ablation point's change against the study's own runs, and the distillation students
     (:func:`transmix.reporting.distillation.summarize`). The README shows these as printed."""
     from transmix.records.results import SchemaError
-    from transmix.reporting.stats import paired, t_interval
 
     ours = table[table.source == "ours"]
     clean = ours[(ours.suite == "clean") & (ours.metric == "top1")]
@@ -195,13 +178,10 @@ def summarize(table: pd.DataFrame, treatment: str = "transmix", baseline: str = 
         parts.append(f"| {model} | {variant} | {a['mean']:.2f} ± {a['std']:.2f} | {b['mean']:.2f} ± {b['std']:.2f} | "
                      f"{_ci(row)} | {int(row.wins)} of {int(row.n)} |")  # fmt: skip
     parts += _every_method(main, baseline)
-    rob = ours[ours.suite.isin(SUITES) & (ours.ablation == "") & (ours.variant == "ema")]
-    rob = rob[[CLEAN_LEVELS.get(s) != v for s, v in zip(rob.suite, rob.level, strict=True)]]
-    if len(rob):
-        family = rob.suite.where(~rob.suite.isin(["adversarial", "natural", "ood"]), rob.suite + "/" + rob.setting)
-        name = family.where(rob.metric == "top1", family + " " + rob.metric)
-        per_seed = rob.assign(suite=name).groupby(["model", "suite", "method", "seed"]).value.mean().reset_index()
-        diff = paired(per_seed, ["model", "suite"], treatment, baseline).reset_index()
+    means = suites.suite_means(suites.suite_rows(ours, "ema"))
+    if len(means):
+        name = means.suite.where(means.metric == "top1", means.suite + " " + means.metric)  # one column a metric
+        diff = paired(means.assign(suite=name), ["model", "suite"], treatment, baseline).reset_index()
         columns = sorted(diff.suite.unique())
         parts += ["", f"Robustness, EMA weights: each suite's mean over its levels that change the image, per seed; "
                   f"{treatment} − {baseline} paired by seed, 95% t-interval:", "",
@@ -210,14 +190,11 @@ def summarize(table: pd.DataFrame, treatment: str = "transmix", baseline: str = 
             cells = rows.set_index("suite")
             parts.append(f"| {model} | " + " | ".join(_ci(cells.loc[c]) if c in cells.index else "" for c in columns)
                          + " |")  # fmt: skip
-    points = clean[(clean.ablation != "") & (clean.variant == "ema") & ~is_student(clean.ablation)]
-    if len(points):
-        own = main[main.variant == "ema"].set_index(["model", "method", "seed"]).value.sort_index()
+    changes = ablations.changes(ablations.top1(ours, "ema"))
+    if len(changes):
         parts += ["", "Ablations, EMA weights: change against the study's own runs, paired by seed, 95% t-interval:",
                   "", "| point | model | method | seeds | change [95% CI] |", "|---|---|---|---|---|"]  # fmt: skip
-        for (point, model, method), runs in points.groupby(["ablation", "model", "method"]):
-            diff = runs.set_index("seed").value - own.loc[(model, method)]
-            stat = t_interval(diff.dropna())
-            parts.append(f"| {point} | {model} | {method} | {int(stat.n)} | {_ci(stat)} |")
+        for _, row in changes.iterrows():
+            parts.append(f"| {row.point} | {row.model} | {row.method} | {int(row.n)} | {_ci(row)} |")
     students = summarize_distillation(ours)
     return "\n".join(parts) + "\n" + (f"\n{students}" if students else "")

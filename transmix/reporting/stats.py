@@ -8,7 +8,7 @@ t-interval over seeds (:func:`t_interval`): with 2 to 5 seeds a normal or bootst
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -37,6 +37,12 @@ def t_interval(values: Iterable[float], confidence: float = 0.95) -> pd.Series:
     n, mean = len(values), values.mean()
     half = stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
     return pd.Series({"mean": mean, "low": mean - half, "high": mean + half, "half": half, "n": n})
+
+
+def interval_ends(confidence: float = 0.95) -> Callable[[Iterable[float]], tuple[float, float]]:
+    """The ends of :func:`t_interval` as a function of the values, for seaborn's ``errorbar=``: the bands of a
+    page's line plots are then the same intervals as its tables."""
+    return lambda values: tuple(t_interval(values, confidence)[["low", "high"]])
 
 
 def paired(frame: pd.DataFrame, by: list[str], treatment: str = "transmix", baseline: str = "deit",

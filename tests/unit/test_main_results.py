@@ -1,0 +1,87 @@
+"""Notebook 01's numbers: top-1 per method, each method against the baseline by seed, and the ladder of scales."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from transmix.reporting.main_results import (
+    best_epochs,
+    conclusions,
+    differences,
+    interval_columns,
+    ladder,
+    published,
+    spread,
+)
+
+HALF = 4.302653 / 3**0.5  # the half-width of the 95% t-interval of [1, 2, 3] (t(0.975, 2 df), sd 1)
+TOP1 = {"deit": [70.0, 71.0, 72.0], "transmix": [71.0, 73.0, 75.0], "none": [69.0, 70.0, 71.0]}
+
+
+def _top1() -> pd.DataFrame:
+    return pd.DataFrame([dict(model="m", variant="ema", method=m, seed=s, value=v, dataset="fashion_mnist", epochs=10,
+                              suite="clean", metric="top1", ablation="", level=math.nan)
+                         for m, values in TOP1.items() for s, v in enumerate(values)])  # fmt: skip
+
+
+def _paper() -> pd.DataFrame:
+    rows = [
+        ("transmix-paper", "DeiT-S", "deit", 300, 79.8, "imagenet"),
+        ("transmix-paper", "DeiT-S", "transmix", 300, 80.7, "imagenet"),
+        ("transmix-paper", "PVT-T", "transmix", 300, 75.5, "imagenet"),  # one method: no gain
+        ("openmixup", "DeiT-S", "deit", 600, 70.0, "cifar100"),
+        ("openmixup", "DeiT-S", "transmix", 600, 69.5, "cifar100"),
+    ]
+    return pd.DataFrame([dict(run_id=f"{source}__{model}__{method}__e{epochs}", source="paper", model=model,
+                              method=method, epochs=epochs, value=value, dataset=dataset, suite="clean",
+                              metric="top1", reference=f"{source}: table 1")
+                         for source, model, method, epochs, value, dataset in rows])  # fmt: skip
+
+
+def test_top1_per_method_and_the_best_epoch() -> None:
+    stat = spread(_top1()).loc[("m", "ema", "transmix")]
+    assert (stat["mean"], stat["std"], stat["seeds"]) == (73.0, 2.0, 3)
+    assert best_epochs(_top1()).empty  # no best_epoch rows
+    best = _top1().assign(suite="best_epoch", level=[7.0, 9.0, 8.0] * 3)
+    assert tuple(best_epochs(best).loc[("m", "ema", "deit"), ["mean", "seeds", "mean_epoch"]]) == (71.0, 3, 8.0)
+
+
+def test_each_method_against_the_baseline_by_seed() -> None:
+    out = differences(_top1(), "deit").set_index("method")
+    low, high = interval_columns(0.95)
+    assert (low, high) == ("ci95_low", "ci95_high") and interval_columns(0.9) == ("ci90_low", "ci90_high")
+    assert list(out.index) == ["transmix", "none"]  # the order every page lists methods in
+    transmix = out.loc["transmix"]  # +1, +2, +3
+    assert (transmix.diff_mean, transmix.seeds, transmix.wins, transmix.baseline) == (2.0, 3, 3, "deit")
+    assert (transmix[low], transmix[high]) == pytest.approx((2 - HALF, 2 + HALF), abs=1e-6)
+    assert tuple(out.loc["none", ["diff_mean", low, high, "wins"]]) == (-1.0, -1.0, -1.0, 0)
+    assert differences(_top1()[_top1().method == "deit"], "deit").empty  # one method: nothing to pair
+    assert differences(_top1(), "cutmix").empty  # no baseline runs
+
+
+def test_the_papers_table_and_the_ladder_of_scales() -> None:
+    table = published(_paper())
+    assert list(table.index) == ["DeiT-S", "PVT-T"]  # the paper's own rows only
+    assert table.loc["DeiT-S", "gain"] == pytest.approx(0.9) and math.isnan(table.loc["PVT-T", "gain"])
+    rungs = ladder(_paper(), differences(_top1(), "deit"), _top1(), "ema", "results/s/results.csv")
+    assert rungs.source.tolist() == ["this study", "transmix-paper", "openmixup"]
+    ours = rungs.iloc[0]
+    assert (ours.dataset, ours.model, ours.epochs, ours.difference, ours.seeds) == ("fashion_mnist", "m", 10, 2.0, 3)
+    assert ours.reference == "results/s/results.csv, ema weights" and ours.low == pytest.approx(2 - HALF, abs=1e-6)
+    assert rungs.difference.iloc[1:].tolist() == pytest.approx([0.9, -0.5]) and rungs.low.iloc[1:].isna().all()
+    assert len(ladder(_paper(), pd.DataFrame(), _top1(), "ema", "t.csv")) == 2  # one method: the published alone
+
+
+def test_the_sentences() -> None:
+    methods = ["deit", "transmix", "none"]
+    lines = conclusions(differences(_top1(), "deit"), _paper(), methods, "ema")
+    assert lines[0].startswith("m, transmix − deit (ema weights): +2.00 points, **no difference shown**")
+    assert lines[1] == ("m, none − deit (ema weights) is **lower**: by 1.00 points (95% t-interval over 3 seeds "
+                        "[-1.00, -1.00], excluding zero).")  # fmt: skip
+    assert lines[2] == ("Published TransMix − DeiT differences (2 single runs, cifar100, imagenet) range from -0.50 to "
+                        "+0.90 points.")  # fmt: skip
+    alone = conclusions(pd.DataFrame(), _paper(), ["transmix"], "ema")
+    assert alone[0] == "One method (transmix): nothing is compared."
