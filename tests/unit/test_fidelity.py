@@ -34,5 +34,5 @@ def test_a_changed_setting_is_caught(tmp_path) -> None:
     assert any("mixup_switch_prob (DeiT-S): release '0.5', ours 0.8" in p for p in found)
 
 
-def test_the_readme_shows_the_table_as_the_code_computes_it() -> None:
-    assert markdown(compare(STUDY)) in (REPO / "README.md").read_text()
+def test_the_fidelity_page_shows_the_table_as_the_code_computes_it() -> None:
+    assert markdown(compare(STUDY)) in (REPO / "docs/fidelity.md").read_text()

@@ -1,4 +1,4 @@
-"""The README shows each committed GPU check as `python -m transmix.tools.gpu_check --report` prints it."""
+"""docs/gpu.md shows each committed GPU check as `python -m transmix.tools.gpu_check --report` prints it."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ FOLDERS = sorted((REPO / "results/gpu").glob("*/summary.json"))
 
 
 @pytest.mark.parametrize("summary", FOLDERS, ids=[f.parent.name for f in FOLDERS])
-def test_the_readme_shows_each_committed_gpu_check_as_reported(summary) -> None:
+def test_the_gpu_page_shows_each_committed_gpu_check_as_reported(summary) -> None:
     text = report(summary.parent)
     assert "| eager bf16 | transmix |" in text and "Training (" in text
-    assert text in (REPO / "README.md").read_text()
+    assert text in (REPO / "docs/gpu.md").read_text()
 
 
 def test_there_is_a_committed_gpu_check() -> None:

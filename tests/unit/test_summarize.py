@@ -1,4 +1,4 @@
-"""`transmix summarize`: a study's headline tables from its table alone, and the README shows them as printed."""
+"""`transmix summarize`: a study's headline tables from its table alone, and docs/studies.md shows them as printed."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("study", ["default", "reference", "distillation"])
-def test_the_readme_shows_each_committed_study_as_summarized(study) -> None:
-    assert summarize(read(REPO / f"results/{study}/results.csv")) in (REPO / "README.md").read_text()
+def test_the_studies_page_shows_each_committed_study_as_summarized(study) -> None:
+    assert summarize(read(REPO / f"results/{study}/results.csv")) in (REPO / "docs/studies.md").read_text()
 
 
 def _row(method: str, seed: int, value: float, suite: str = "clean", level: float = float("nan"), ablation: str = ""):
