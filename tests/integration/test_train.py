@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,10 +13,13 @@ import yaml
 from transmix.config.run import from_dict
 from transmix.data import eval_split
 from transmix.evaluation.evaluate import clean
+from transmix.records.provenance import LOCK as STACK_LOCK
+from transmix.records.provenance import lock_hash
 from transmix.training.checkpoint import CHECKPOINT, FINAL, HISTORY, LOCK, RESOLVED
 from transmix.training.train import TrainingError, train
 
 pytestmark = pytest.mark.slow
+STACK = lock_hash(Path(__file__).resolve().parents[2] / STACK_LOCK)  # the locked stack these tests run on
 
 
 def tiny(root, **changes):
@@ -44,11 +48,12 @@ def test_run_directory_contents(finished_run) -> None:
     cfg = from_dict(resolved["config"])
     assert resolved["config_hash"] == cfg.hash() and cfg.train_subset == 2048 and cfg.batch_size == 64
     assert resolved["effective"]["steps_per_epoch"] == 32 and resolved["effective"]["lr"] == cfg.lr
-    assert {"torch", "timm", "git_sha"} <= set(resolved["environment"])
+    assert {"torch", "timm", "git_sha", "lock"} <= set(resolved["environment"])
+    assert resolved["environment"]["lock"].startswith(STACK)  # the locked stack, and what differs
     state = torch.load(finished_run / CHECKPOINT, weights_only=True)  # no pickled code in checkpoints
     assert state["epoch"] == 2 and state["step"] == 0 and state["data"] == {}  # an epoch boundary keeps no order
     final = torch.load(finished_run / FINAL, weights_only=True)
-    assert final["config_hash"] == cfg.hash() and final["epochs"] == 2
+    assert final["config_hash"] == cfg.hash() and final["epochs"] == 2 and final["lock"].startswith(STACK)
 
 
 def test_resumed_run_equals_uninterrupted(fashion_root, tmp_path) -> None:
@@ -152,7 +157,7 @@ def test_evaluate_rows(finished_run) -> None:
     ]
     assert (df.n == 2000).all() and (df.study == "shared").all() and (df.source == "ours").all()
     assert len(eval_split(from_dict(yaml.safe_load((finished_run / RESOLVED).read_text())["config"]), 0)) == 10000
-    assert (df.run_id == finished_run.name).all()
+    assert (df.run_id == finished_run.name).all() and df["lock"].str.startswith(STACK).all()
     top = df.set_index(["variant", "metric"])["value"]
     assert top["raw", "top1"] <= top["raw", "top5"] <= 100
     # the best per-epoch validation top-1 of each variant, with the epoch that reached it (the release's number)

@@ -29,6 +29,17 @@ example: transmix train --out runs/try --set method=transmix --set epochs=2 --se
 """
 
 
+class Version(argparse.Action):
+    """``--version``: worked out only when asked (it runs git and reads the installed packages' metadata)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from transmix import __version__
+        from transmix.records.provenance import git_sha, stack
+
+        print(f"transmix-repro {__version__}, git {git_sha()}, lock {stack()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transmix",
@@ -37,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="TransMix (CVPR 2022) reproduction: train, evaluate and collect results.",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--version", action=Version, nargs=0,
+                        help="the version, git revision and locked stack, as every run records them")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     threads = dict(type=int, help="CPU threads for torch (default: torch's choice)")
     device = dict(default="auto", help="auto (a GPU when there is one) | cpu | cuda | cuda:N")

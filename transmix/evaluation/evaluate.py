@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from transmix.config.run import TrainConfig
+from transmix.config.study import PAIRS_SEED
 from transmix.data import Split, eval_split
 from transmix.evaluation.finished import load_final, variants
 from transmix.evaluation.pairs import PAIRS, PASTING, cutmix_pairs
@@ -50,6 +51,7 @@ def run_columns(run_dir: str | Path, cfg: TrainConfig, state: dict[str, Any]) ->
         "config_hash": state["config_hash"],
         "git_sha": state["git_sha"],
         "package_version": state["package_version"],
+        "lock": state.get("lock", ""),  # the stack it trained on; runs finished before the lock have none
     }
 
 
@@ -71,7 +73,7 @@ def clean(run_dir: str | Path, device: str = "auto", batch_size: int = 500, imag
         for metric, value in calibrated.items():
             rows.append({"suite": "calibration", "variant": variant, "metric": metric, "value": value, "n": len(test)})
     rows += history_rows(run_dir, cfg)
-    rows += attention_rows(cfg, models, test if not images else eval_split(cfg), pairs)  # pairs: the whole split
+    rows += attention_rows(cfg, models, test if not images else eval_split(cfg, 0), pairs)  # pairs: the whole split
     run = run_columns(run_dir, cfg, state)
     return frame({**run, **row} for row in rows)
 
@@ -86,7 +88,7 @@ def attention_rows(cfg: TrainConfig, models: dict[str, nn.Module], test: Split,
         return []
     rows = []
     for variant, model in models.items():
-        drawn = cutmix_pairs(cfg, model, test, pairs, seed=1)
+        drawn = cutmix_pairs(cfg, model, test, pairs, seed=PAIRS_SEED)
         area, attn = (torch.tensor([getattr(p, key) for p in drawn]) for key in ("lam_area", "lam_attn"))
         values = {"gap_mean": (attn - area).abs().mean(),
                   "correlation": torch.corrcoef(torch.stack((area, attn)))[0, 1],

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -37,13 +36,16 @@ COLUMNS: tuple[str, ...] = (
     "config_hash",
     "git_sha",
     "package_version",
+    "lock",
 )
 KEY: tuple[str, ...] = ("study", "run_id", "suite", "setting", "level", "variant", "metric", "source")
 # A suite's protocol point: `setting` names it (a corruption, an attack), `level` measures it (a drop ratio, a grid
 # size, an epsilon, a severity). Rows without one (clean accuracy) leave them empty.
 # `ablation` names the ablation point a run belongs to; empty for a study's main runs and for published rows.
-OPTIONAL = {"setting": "", "level": float("nan"), "ablation": ""}
-OPTIONAL_TEXT = ("setting", "ablation")
+# `lock` names the locked stack a run was made on (transmix.records.provenance.stack); tables made before the lock
+# have none.
+OPTIONAL = {"setting": "", "level": float("nan"), "ablation": "", "lock": ""}
+OPTIONAL_TEXT = ("setting", "ablation", "lock")
 SOURCES = ("ours", "paper")
 _TEXT = (
     "setting",
@@ -61,6 +63,7 @@ _TEXT = (
     "config_hash",
     "git_sha",
     "package_version",
+    "lock",
 )
 
 
@@ -114,7 +117,7 @@ def frame(rows: Iterable[dict]) -> pd.DataFrame:
 
 def read(path: str | Path) -> pd.DataFrame:
     """Read and validate a results CSV."""
-    return validate(pd.read_csv(path, dtype={"git_sha": str, "config_hash": str, "package_version": str}))
+    return validate(pd.read_csv(path, dtype={"git_sha": str, "config_hash": str, "package_version": str, "lock": str}))
 
 
 def write(df: pd.DataFrame, path: str | Path) -> Path:
@@ -212,14 +215,3 @@ def collect(paths: Iterable[str | Path], include_paper: bool = True, onto: str |
     if not parts:
         raise SchemaError("nothing to collect: no result files given")
     return validate(pd.concat(parts, ignore_index=True))
-
-
-def save_figure(fig: Any, directory: str | Path, name: str) -> None:
-    """Keep a notebook's figure as ``<directory>/<name>.png`` (nothing when ``directory`` is empty), so that
-    ``snakemake --report`` can collect every figure beside the rendered notebooks. It returns nothing, so a cell
-    that ends with it prints no stray value on the page."""
-    if not directory:
-        return
-    path = Path(directory) / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")

@@ -31,6 +31,7 @@ from transmix import __version__
 from transmix.errors import Failure, Stopped
 from transmix.records.atomic import atomic_open
 from transmix.records.layout import CHECKPOINT, CORRUPT, FINAL, HISTORY, LOCK, PREVIOUS, RESOLVED  # noqa: F401 - re-exported
+from transmix.records.provenance import stack
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def save_final(out: Path, config: dict[str, Any], config_hash: str, git_sha: str
                model: dict[str, torch.Tensor], ema: dict[str, torch.Tensor] | None) -> Path:  # fmt: skip
     """``final.pt``: the weights and what evaluation needs to know about the run that made them."""
     final = {"config": config, "config_hash": config_hash, "git_sha": git_sha, "package_version": __version__,
-             "epochs": epochs, "model": model, "ema": ema}  # fmt: skip
+             "lock": stack(), "epochs": epochs, "model": model, "ema": ema}  # fmt: skip
     atomic_save(final, out / FINAL)
     return out / FINAL
 

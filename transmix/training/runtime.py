@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 from transmix import __version__
 from transmix.config.strict import ConfigError
+from transmix.records.provenance import stack
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ def environment(device: torch.device, sha: str) -> dict[str, Any]:
         "timm": str(timm.__version__),
         "transmix": __version__,
         "git_sha": sha,
+        "lock": stack(),  # the locked stack, and any package installed at another version
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch_threads": torch.get_num_threads(),
     }
