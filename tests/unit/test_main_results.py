@@ -13,8 +13,12 @@ from transmix.reporting.main_results import (
     differences,
     interval_columns,
     ladder,
+    ladder_labels,
+    mixing_pays,
     published,
+    rung,
     spread,
+    training_images,
 )
 
 HALF = 4.302653 / 3**0.5  # the half-width of the 95% t-interval of [1, 2, 3] (t(0.975, 2 df), sd 1)
@@ -85,3 +89,67 @@ def test_the_sentences() -> None:
                         "+0.90 points.")  # fmt: skip
     alone = conclusions(pd.DataFrame(), _paper(), ["transmix"], "ema")
     assert alone[0] == "One method (transmix): nothing is compared."
+
+
+def test_another_study_is_a_rung_labelled_by_its_data_images_and_epochs(tmp_path) -> None:
+    """transmix − deit of another study's table sits beside this study's, with the training images its config
+    gives (train_subset, or Fashion-MNIST's whole 60,000)."""
+    config = tmp_path / "other.yaml"
+    config.write_text("train:\n  train_subset: 500\noverrides:\n  big: {train_subset: 0}\n")
+    assert training_images(config, "m") == 500 and training_images(config, "big") == 60_000
+    other = _top1().assign(source="ours", epochs=400)
+    rows = rung(other, "other", config, "ema")
+    assert rows.source.tolist() == ["study other"] and rows.train_images.tolist() == [500]
+    assert rows.difference.iloc[0] == pytest.approx(2.0)  # transmix − deit per seed: 1, 2, 3
+    assert (rows.low.iloc[0], rows.high.iloc[0]) == pytest.approx((2 - HALF, 2 + HALF))
+    top1 = _top1()
+    ladder_rows = ladder(_paper(), differences(top1, "deit"), top1, "ema", "t.csv", train_images=16_000, rungs=[rows])
+    assert ladder_rows.source.tolist()[:2] == ["this study", "study other"]
+    assert ladder_labels(ladder_rows).tolist()[:3] == [
+        "this study: fashion_mnist, 16,000 images, m, 10 ep",
+        "study other: fashion_mnist, 500 images, m, 400 ep",
+        "transmix-paper: imagenet, DeiT-S, 300 ep",
+    ]
+    assert rung(other[other.method != "transmix"], "other", config, "ema").empty  # no transmix: no rung
+
+
+def test_whether_mixing_pays_per_schedule_and_seed() -> None:
+    rows = [
+        dict(
+            source="ours",
+            ablation="",
+            method=m,
+            epochs=e,
+            seed=s,
+            suite="clean",
+            metric="top1",
+            variant="ema",
+            value=v,
+            level=math.nan,
+        )
+        for m, e, s, v in (
+            ("none", 400, 1, 74.9),
+            ("deit", 400, 1, 76.5),
+            ("none", 300, 0, 74.4),
+            ("deit", 300, 0, 76.3),
+        )
+    ]
+    rows += [
+        dict(
+            source="ours",
+            ablation="",
+            method=m,
+            epochs=400,
+            seed=1,
+            suite="history",
+            metric="train_loss",
+            variant="raw",
+            value=v,
+            level=level,
+        )
+        for m, level, v in (("none", 1, 2.3), ("none", 400, 0.57), ("deit", 400, 1.39), ("deit", 1, 2.3))
+    ]
+    table = mixing_pays(pd.DataFrame(rows)).set_index(["epochs", "seed"])  # fmt: skip
+    assert table.loc[(400, 1), "deit − none"] == pytest.approx(1.6) and table.loc[(300, 0), "none"] == 74.4
+    assert table.loc[(400, 1), ["final loss none", "final loss deit"]].tolist() == [0.57, 1.39]
+    assert math.isnan(table.loc[(300, 0), "final loss none"])  # no history rows: no loss

@@ -21,6 +21,8 @@ from transmix.reporting.stats import paired
 from transmix.reporting.verdicts import verdict
 
 PAPER = "transmix-paper"  # the source of the paper's own rows in paper.csv
+FASHION_TRAIN_IMAGES = 60_000  # Fashion-MNIST's training split: what train_subset = 0 trains on
+LADDER = ["source", "dataset", "model", "train_images", "epochs", "difference", "low", "high", "seeds", "reference"]
 GROUPS = ["model", "variant", "method"]
 
 
@@ -77,21 +79,63 @@ def published(paper: pd.DataFrame, treatment: str = "transmix", baseline: str = 
     return table
 
 
+def training_images(study_config: str | Path, model: str) -> int | None:
+    """How many training images a study's runs of ``model`` saw, from its config (``train_subset``; 0 is the whole
+    training split, whose size only Fashion-MNIST's config implies); ``None`` when the config cannot say."""
+    import yaml
+
+    config = yaml.safe_load(Path(study_config).read_text())
+    train = {**config.get("train", {}), **config.get("overrides", {}).get(model, {})}
+    if train.get("train_subset"):
+        return int(train["train_subset"])
+    return FASHION_TRAIN_IMAGES if train.get("dataset", "fashion_mnist") == "fashion_mnist" else None
+
+
+def rung(table: pd.DataFrame, name: str, study_config: str | Path, variant: str,
+         confidence: float = 0.95) -> pd.DataFrame:  # fmt: skip
+    """Another study's transmix − deit per model (``variant`` weights, paired by seed, with its interval), as rows of
+    :func:`ladder` labelled with the study's name, dataset, training images and epochs."""
+    ours = table[
+        (table.source == "ours") & (table.suite == "clean") & (table.ablation == "") & (table.metric == "top1")
+    ]
+    diff = differences(ours, "deit", confidence)
+    if diff.empty or "transmix" not in set(diff.method):
+        return pd.DataFrame(columns=LADDER)
+    low, high = interval_columns(confidence)
+    mine = diff[(diff.method == "transmix") & (diff.variant == variant)]
+    epochs = ours.groupby("model").epochs.first()
+    return mine.assign(source=f"study {name}", dataset=ours.dataset.iloc[0], epochs=mine.model.map(epochs),
+                       train_images=mine.model.map(lambda m: training_images(study_config, m)),
+                       difference=mine.diff_mean, low=mine[low], high=mine[high],
+                       reference=f"results/{name}/results.csv, {variant} weights")[LADDER]  # fmt: skip
+
+
 def ladder(paper: pd.DataFrame, differences: pd.DataFrame, top1: pd.DataFrame, variant: str,
-           results_csv: str | Path, confidence: float = 0.95) -> pd.DataFrame:  # fmt: skip
+           results_csv: str | Path, confidence: float = 0.95, train_images: int | None = None,
+           rungs: Sequence[pd.DataFrame] = ()) -> pd.DataFrame:  # fmt: skip
     """transmix − deit where it was measured: this study's difference per model (``variant`` weights, with its
-    interval and seeds) first, then every published one (:func:`~transmix.reporting.pages.published_gains`, one
-    run each, no interval), with its source, dataset, model, epochs and reference."""
-    out = published_gains(paper).assign(low=math.nan, high=math.nan, seeds=1)
+    interval and seeds, on ``train_images`` training images) first, then the other studies' ``rungs``
+    (:func:`rung`), then every published one (:func:`~transmix.reporting.pages.published_gains`, one run each, no
+    interval), with its source, dataset, model, training images (where known), epochs and reference."""
+    out = published_gains(paper).assign(low=math.nan, high=math.nan, seeds=1, train_images=None)
     if len(differences) and "transmix" in set(differences.method):
         low, high = interval_columns(confidence)
         mine = differences[(differences.method == "transmix") & (differences.variant == variant)]
         epochs = top1.groupby("model").epochs.first()
         mine = mine.assign(source="this study", dataset=top1.dataset.iloc[0], epochs=mine.model.map(epochs),
-                           difference=mine.diff_mean, low=mine[low], high=mine[high],
+                           train_images=train_images, difference=mine.diff_mean, low=mine[low], high=mine[high],
                            reference=f"{results_csv}, {variant} weights")  # fmt: skip
-        out = pd.concat([mine[out.columns], out], ignore_index=True)
-    return out.astype({"epochs": int, "seeds": int})
+        out = pd.concat([mine[out.columns], *[r[out.columns] for r in rungs if len(r)], out], ignore_index=True)
+    out = out.astype({"epochs": int, "seeds": int})
+    return out.assign(train_images=out.train_images.astype("Int64"))
+
+
+def ladder_labels(ladder: pd.DataFrame) -> pd.Series:
+    """One label per rung: where, on what, and how long (``study small_data: fashion_mnist, 500 images, 400 ep``)."""
+    images = ladder.train_images.map(lambda n: "" if pd.isna(n) else f", {int(n):,} images")
+    return (
+        ladder.source + ": " + ladder.dataset + images + ", " + ladder.model + ", " + ladder.epochs.astype(str) + " ep"
+    )
 
 
 def conclusions(differences: pd.DataFrame, paper: pd.DataFrame, methods: Sequence[str], variant: str,
@@ -111,3 +155,16 @@ def conclusions(differences: pd.DataFrame, paper: pd.DataFrame, methods: Sequenc
         lines.append(f"Published TransMix − DeiT differences ({len(gains)} single runs, {where}) range from "
                      f"{gains.difference.min():+.2f} to {gains.difference.max():+.2f} points.")  # fmt: skip
     return lines
+
+
+def mixing_pays(table: pd.DataFrame, variant: str = "ema") -> pd.DataFrame:
+    """Whether DeiT's mixing earns its keep, run by run: per schedule (``epochs``) and seed, the test top-1 of
+    ``none`` and ``deit`` (``variant`` weights), ``deit − none``, and the last epoch's training loss of each. A model
+    trained without mixing whose loss falls to the label-smoothing floor has memorised its images; mixing can only
+    pay where that happens, and only there can TransMix's refinement of it be tested."""
+    ours = table[(table.source == "ours") & (table.ablation == "") & table.method.isin(["none", "deit"])]
+    top1 = ours[(ours.suite == "clean") & (ours.metric == "top1") & (ours.variant == variant)]
+    wide = top1.pivot_table(index=["epochs", "seed"], columns="method", values="value")
+    loss = ours[(ours.suite == "history") & (ours.metric == "train_loss")].sort_values("level")
+    last = loss.groupby(["epochs", "seed", "method"]).value.last().unstack("method").add_prefix("final loss ")
+    return wide.assign(**{"deit − none": wide.deit - wide.none}).join(last).reset_index()

@@ -54,12 +54,12 @@ def setup(measured: pd.DataFrame, runs_dir: str | Path | None, variant: str, stu
     for (model, method), runs in main.groupby(["model", "method"], sort=False):
         ids = list(dict.fromkeys(runs.run_id))
         kept = [run for run in ids if runs_dir and (Path(runs_dir) / run / RESOLVED).exists()]
-        first = _resolved(runs_dir, kept[0]) if kept else None  # the first run whose folder is there
+        first = resolved(runs_dir, kept[0]) if kept else None  # the first run whose folder is there
         source = "the runs' config.resolved.yaml" + ("" if len(kept) == len(ids) else
                                                       f" ({len(kept)} of {len(ids)} run folders kept)")  # fmt: skip
         if first is None and study is not None:
             first, source = _from_study(study, runs.run_id.iloc[0]), f"{study_config} (the run folders were not kept)"
-        values: dict[str, Any] = {label: _setting(first, key) for label, key in SETTINGS}
+        values: dict[str, Any] = {label: setting(first, key) for label, key in SETTINGS}
         values["settings read from"] = source if first is not None else "not recorded"
         values.update(dataset=runs.dataset.iloc[0], model=model)
         values["test images evaluated"] = _joined(runs.n.dropna().astype(int))
@@ -89,15 +89,18 @@ def _from_study(study: Any, run_id: str) -> dict[str, Any]:
     return {"config": config, "effective": {"train_images": config.get("train_subset") or "all"}}
 
 
-def _resolved(runs_dir: str | Path | None, run_id: str) -> dict[str, Any] | None:
+def resolved(runs_dir: str | Path | None, run_id: str) -> dict[str, Any] | None:
+    """A run's ``config.resolved.yaml`` (the config as trained, what it amounted to, the versions); ``None`` when its
+    folder is not there."""
     path = Path(runs_dir) / run_id / RESOLVED if runs_dir else None
     return yaml.safe_load(path.read_text()) if path is not None and path.exists() else None
 
 
-def _setting(resolved: dict[str, Any] | None, key: str) -> Any:
-    if resolved is None:
+def setting(record: dict[str, Any] | None, key: str) -> Any:
+    """One setting of a :func:`resolved` record: a config key, or what it amounted to (``train_images``, ...)."""
+    if record is None:
         return "not recorded"
-    config, effective = resolved["config"], resolved.get("effective", {})
+    config, effective = record["config"], record.get("effective", {})
     if key == "alphas":
         return f"{config['mixup_alpha']} / {config['cutmix_alpha']}"
     if key == "total_epochs":

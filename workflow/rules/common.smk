@@ -118,6 +118,9 @@ def notebook_args(wildcards):
     if wildcards.name in PAIRED:
         args += f" -p baseline {shlex.quote(STUDY.baseline)}"
     args += f" -p runs_dir {shlex.quote(f'{base}/train')}"  # every page's setup reads the runs' resolved configs
+    if wildcards.name == "01_main_results" and config.get("ladder"):  # the other rungs of the scale ladder
+        rungs = {name: f"workflow/config/{name}.yaml" for name in config["ladder"]}
+        args += f" -y {shlex.quote(json.dumps({'rungs': rungs}))}"
     if wildcards.name == "03_ablations":  # the study's own value of each axis: the reference point on every plot
         own = {key: STUDY.default(key) for key in STUDY.ablations["axes"]}
         args += f" -y {shlex.quote(json.dumps({'axis_defaults': own}))}"
@@ -129,6 +132,9 @@ def notebook_inputs(wildcards):
     inputs = [f"results/{wildcards.study}/results.csv", f"notebooks/{wildcards.name}.ipynb"]
     if wildcards.name in ON_RUNS:
         inputs += [f"results/{wildcards.study}/train/{run}/final.pt" for run in STUDY.run_ids()]
+    if wildcards.name == "01_main_results":  # the other rungs of the scale ladder: committed tables and configs
+        for name in config.get("ladder", []):
+            inputs += [f"results/{name}/results.csv", f"workflow/config/{name}.yaml"]
     return inputs
 
 
