@@ -1,6 +1,7 @@
 """Every family of the paper: the hooked class-token attention is exact, on the right token grid, and trains.
 
-Real micro models (ViT, DeiT distilled, CaiT, XCiT, Swin and PVT-v2 with a class-attention head), no mocks.
+Real micro models (ViT, DeiT distilled, CaiT, XCiT, Swin and PVT-v2 with a class-attention head) and the GPU study's
+ViT-Tiny on the same tokens, no mocks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from timm.optim import create_optimizer_v2
 from transmix.config.run import from_dict
 from transmix.method.attention import ClassAttention, ExplicitClassAttention, last_attention
 from transmix.method.mixing import box_mask
-from transmix.method.models import MICRO_MODELS, ClassAttentionHead, create_model
+from transmix.method.models import MICRO_MODELS, OWN_MODELS, ClassAttentionHead, create_model
 from transmix.training.step import Stepper
 
 # the token grid the class token attends to on 28x28 input, worked out by hand from each patch embedding
@@ -29,6 +30,7 @@ GRIDS = {
     "swin_micro_patch2_28": (7, 7),  # patch 2 -> 14, one patch merging -> 7
     "deit_nano_distilled_patch4_28": (7, 7),  # the distillation student
     "pvt_v2_micro_28": (4, 4),  # 7x7 stride-4 padding-3 conv: 28 -> 7; 3x3 stride-2 padding-1 conv: 7 -> 4
+    "vit_tiny_patch4_28": (7, 7),  # the GPU study's ViT: patch 4, as the micro ViT
 }
 HIERARCHICAL = ("swin_micro_patch2_28", "pvt_v2_micro_28")
 
@@ -61,14 +63,18 @@ def true_grid(model: torch.nn.Module, x: torch.Tensor) -> tuple[int, int]:
 
 def test_every_family_has_a_micro_model() -> None:
     assert MICRO_MODELS[:2] == ("vit_micro_patch4_28", "deit_micro_distilled_patch4_28")
-    assert set(MICRO_MODELS) == set(GRIDS)
+    assert set(OWN_MODELS) == set(GRIDS) and set(MICRO_MODELS) < set(OWN_MODELS)  # every registered model is tested
     for name in MICRO_MODELS:
         params = sum(p.numel() for p in micro(name).parameters())
         low = 20_000 if name == "deit_nano_distilled_patch4_28" else 50_000  # the student is smaller on purpose
         assert low <= params <= 300_000, (name, params)
+    tiny = micro("vit_tiny_patch4_28")  # DeiT-Tiny: width 192, 12 blocks, 3 heads, MLP ratio 4
+    assert (tiny.embed_dim, len(tiny.blocks), tiny.blocks[0].attn.num_heads) == (192, 12, 3)
+    assert tiny.blocks[0].mlp.fc1.out_features == 4 * 192
+    assert 5.3e6 <= sum(p.numel() for p in tiny.parameters()) <= 5.4e6
 
 
-@pytest.mark.parametrize("name", MICRO_MODELS)
+@pytest.mark.parametrize("name", OWN_MODELS)
 @pytest.mark.parametrize("training", [False, True])
 def test_hook_equals_explicit_attention(name: str, training: bool) -> None:
     model = sharpen(micro(name))
@@ -149,10 +155,11 @@ STRIDES = {  # pixels between tokens, and whether padded convolutions centre tok
     "swin_micro_patch2_28": ((4, 4), False),
     "pvt_v2_micro_28": ((8, 8), True),
     "deit_nano_distilled_patch4_28": ((4, 4), False),
+    "vit_tiny_patch4_28": ((4, 4), False),
 }
 
 
-@pytest.mark.parametrize("name", MICRO_MODELS)
+@pytest.mark.parametrize("name", OWN_MODELS)
 def test_token_stride_of_each_family(name: str) -> None:
     capture = ClassAttention(micro(name))
     assert (capture.stride, capture.centered) == STRIDES[name]
@@ -203,7 +210,7 @@ def stepper(name: str, method: str) -> Stepper:
     return Stepper(cfg, model, opt, 10, torch.device("cpu"), (28, 28))
 
 
-@pytest.mark.parametrize("name", MICRO_MODELS)
+@pytest.mark.parametrize("name", OWN_MODELS)
 def test_one_transmix_training_step(name: str) -> None:
     step = stepper(name, "transmix")
     gen = torch.Generator().manual_seed(3)
@@ -245,7 +252,7 @@ ABLATION_READS = [  # (attn_block, attn_blocks, attn_heads) of the ablation grid
 ]
 
 
-@pytest.mark.parametrize("name", [n for n in MICRO_MODELS if n not in HIERARCHICAL])  # those have one block
+@pytest.mark.parametrize("name", [n for n in OWN_MODELS if n not in HIERARCHICAL])  # those have one block
 @pytest.mark.parametrize("read", ABLATION_READS)
 def test_ablation_reads_equal_explicit_attention(name: str, read: tuple[int, int, str]) -> None:
     block, count, heads = read

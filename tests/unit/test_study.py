@@ -193,6 +193,21 @@ def test_every_imagenet_model_fits_its_images() -> None:
     study(config("imagenet")).check_models(check_model)
 
 
+def test_the_gpu_study_trains_a_tiny_vit_on_every_fashion_image_and_states_its_outcome_first() -> None:
+    gpu = study(config("fashion_gpu"))
+    gpu.check_models(check_model)
+    assert gpu.run_ids() == [f"vit_tiny_patch4_28__{method}__s{seed}" for method in ("none", "deit", "transmix")
+                             for seed in range(5)]  # fmt: skip
+    cfg = gpu.model_config("vit_tiny_patch4_28")
+    assert (cfg.dataset, cfg.train_subset, cfg.device, cfg.precision) == ("fashion_mnist", 0, "cuda", "bf16")
+    assert cfg.epochs >= 100 and cfg.compile and cfg.fused and cfg.tf32 and cfg.sync_every > 1 and cfg.val_every > 1
+    assert gpu.baseline == "deit" and gpu.evaluation_images == 0  # all 10,000 test images
+    description = " ".join(gpu.config["description"].split())
+    assert "primary outcome: transmix - deit top-1 of the EMA weights on the 10,000 test images" in description
+    assert "paired by seed, 95% t-interval; deit - none" in description
+    assert gpu.config["resources"]["train"]["gpus"] == 1
+
+
 def test_the_distillation_study_its_students_and_their_teachers() -> None:
     parsed = study(config("distillation"))
     assert parsed.notebooks()[-1] == "06_distillation"

@@ -143,6 +143,20 @@ def test_dry_run_of_the_cifar100_study_lists_its_jobs(pipeline, snakemake, dry_r
                        for s in (0, 1, 2)}  # fmt: skip
 
 
+def test_dry_run_of_the_fashion_gpu_study_lists_its_jobs(pipeline, snakemake, dry_run_jobs) -> None:
+    result = snakemake(pipeline, "-n", "-p", "--configfile", "workflow/config/fashion_gpu.yaml")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    runs = 3 * 5  # none, deit, transmix x five seeds: the runs `transmix chunk` trains too
+    assert dry_run_jobs(out) == {"all": 1, "check_tables": 1, "collect": 1, "data": 1, "evaluate": runs,
+                                 "notebook": 3, "train": runs, "total": 2 * runs + 7}  # fmt: skip
+    trained = set(re.findall(r"results/fashion_gpu/train/(\S+)/final\.pt", out))
+    assert trained == {f"vit_tiny_patch4_28__{m}__s{s}" for m in ("none", "deit", "transmix") for s in range(5)}
+    command = next(line for line in out.splitlines() if "train --out results/fashion_gpu/train/" in line)
+    for setting in ("device=cuda", "precision=bf16", "compile=True", "train_subset=0"):
+        assert f"--set {setting} " in command, setting
+
+
 STUDENT = "deit_nano_distilled_patch4_28__transmix__s1__kd=deit.soft4"
 
 

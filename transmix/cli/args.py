@@ -10,6 +10,7 @@ from pathlib import Path
 from transmix.config import robustness as protocol_mod
 from transmix.config import run as config_mod
 from transmix.config.study import PAIRS
+from transmix.tools import chunk as chunk_mod
 from transmix.tools.cost import IMAGENET_TRAIN_IMAGES
 
 EPILOG = """\
@@ -23,6 +24,7 @@ tools:
   transmix bench                         step time of deit vs transmix, side by side
   transmix bench-loader                  images/s of the class-folder loader alone, by number of workers
   transmix cost --config STUDY.yaml      GPU-hours of a study from counted FLOPs and a GPU's throughput
+  transmix chunk --config STUDY.yaml --minutes 8   a study's runs that fit in 8 minutes; later chunks add up
   transmix export --run DIR --out DIR2   a finished run's weights as timm loads them (local folder or hub)
 
 example: transmix train --out runs/try --set method=transmix --set epochs=2 --set train_subset=5000
@@ -220,16 +222,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", choices=("ema", "raw"), default="ema", help="which weights (default: %(default)s)")
 
     p = sub.add_parser(
+        "chunk",
+        help="a study's runs that fit in a time budget, trained and evaluated; later chunks add up",
+        description="Train and evaluate the study's main runs that are not done (no results/<study>/evaluate/<run>.csv "
+        "and no rows in results/<study>/results.csv), as many as fit in --minutes, --parallel at a time, each in a "
+        "process of its own (logs: results/<study>/logs/chunk/). A new run starts only while the time left is at "
+        "least the longest a run of this chunk has taken (and --run-minutes); at the budget's end the runs under way "
+        "save a checkpoint (SIGTERM) that a later chunk resumes from when the run folder is still there. Prints a "
+        "line per run that ends, then `k of n done; remaining: ...`. Needs torch, timm and the package only (no "
+        "network, no Snakemake). Example: transmix chunk --config workflow/config/fashion_gpu.yaml --minutes 8 "
+        "--parallel 4 --collect",
+    )
+    p.add_argument("--config", required=True, type=Path, help="a study config, e.g. workflow/config/fashion_gpu.yaml")
+    p.add_argument("--minutes", required=True, type=float, help="the time budget; runs under way are stopped at its "
+                   f"end, and get {chunk_mod.GRACE_S:g} s to save before they are killed")  # fmt: skip
+    p.add_argument("--parallel", type=int, default=1, metavar="N", help="runs at once (default: %(default)s)")
+    p.add_argument("--threads", type=int, help="CPU threads per run (default: the CPUs shared among --parallel)")
+    p.add_argument("--run-minutes", type=float, default=0.0, metavar="M",
+                   help="what one run is expected to take, training and evaluation: no run starts with less time "
+                   "left (default 0: the first --parallel runs start whatever the budget)")  # fmt: skip
+    p.add_argument("--collect", action="store_true",
+                   help="then add the tables of the study's runs on disk to results/<study>/results.csv (the rows of "
+                   "a run it holds are replaced): the table to commit, which later chunks skip")  # fmt: skip
+
+    p = sub.add_parser(
         "cost",
         help="GPU-hours of a study from counted FLOPs",
-        description="GPU-hours per model of a study config: 3 x the forward FLOPs of one image (counted on the "
-        "real timm model at the study's img_size) x images x epochs, at --tflops sustained training throughput. "
+        description="GPU-hours (and minutes) per run of each model of a study config: 3 x the forward FLOPs of one "
+        "image (counted on the real timm model, built for the study's img_size, channels and classes) x images x "
+        "epochs, at --tflops sustained training throughput. "
         "Measure that throughput on the GPU with `transmix bench --set device=cuda --set precision=bf16` "
         "(images/s x 3 x GFLOPs / 1000 = TFLOP/s), or state the assumption with the figures.",
     )
     p.add_argument("--config", required=True, type=Path, help="a study config, e.g. workflow/config/imagenet.yaml")
     p.add_argument("--tflops", type=float, required=True, help="sustained training TFLOP/s of one GPU")
     p.add_argument("--images", type=int, default=0,
-                   help=f"training images per epoch (default: CIFAR's 50000 for a CIFAR study, else ImageNet-1k's "
-                   f"{IMAGENET_TRAIN_IMAGES})")  # fmt: skip
+                   help=f"training images per epoch (default: a Fashion-MNIST study's train_subset, or all 60000; "
+                   f"CIFAR's 50000 for a CIFAR study; else ImageNet-1k's {IMAGENET_TRAIN_IMAGES})")  # fmt: skip
     return parser

@@ -195,6 +195,18 @@ def cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_chunk(args: argparse.Namespace) -> int:
+    if args.minutes <= 0 or args.parallel < 1 or args.run_minutes < 0 or (args.threads or 1) < 1:
+        raise config_mod.ConfigError(f"--minutes {args.minutes:g} must be > 0, --parallel {args.parallel} >= 1, "
+                                     f"--run-minutes {args.run_minutes:g} >= 0 and --threads >= 1")  # fmt: skip
+    with start_up():
+        from transmix.tools.chunk import chunk
+
+    chunk(args.config, args.minutes, args.parallel, args.threads, args.run_minutes, args.collect,
+          say=lambda line: print(line, flush=True))  # fmt: skip
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     with start_up():
         from transmix.tools.export import export
@@ -214,6 +226,7 @@ COMMANDS = {  # subcommand -> what it does
     "bench-loader": cmd_bench_loader,
     "export": cmd_export,
     "cost": cmd_cost,
+    "chunk": cmd_chunk,
 }
 
 

@@ -3,7 +3,8 @@
 The micro variants (28x28 single-channel images, 10 classes, a CPU) are registered with timm, so
 ``timm.create_model("vit_micro_patch4_28")`` works once this module is imported and every model goes through
 the same factory. They cover every family of the paper: ViT, DeiT (distilled), CaiT, XCiT, Swin and PVT-v2, and
-the smaller distilled student of the distillation study.
+the smaller distilled student of the distillation study. One more ViT, DeiT-Tiny's size on the same 7x7 tokens
+(``vit_tiny_patch4_28``), is registered the same way for the GPU study of Fashion-MNIST.
 
 Swin and PVT-v2 have no class token. The paper (Section 4.5) puts one CaiT class-attention block on top of
 their last stage; :func:`create_model` does this for every ``swin*`` / ``pvt_v2*`` name, whatever the method, so
@@ -158,8 +159,11 @@ def _last_num_heads(backbone: nn.Module) -> int:
 def _micro(
     cls: type[nn.Module], name: str, pretrained: bool, arch: dict[str, Any], kwargs: dict[str, Any]
 ) -> nn.Module:
+    """A model of this module's registry: no weights to download, inputs described as Fashion-MNIST's."""
     if pretrained:
-        raise ValueError(f"{name} is a micro model for CPU runs and has no pretrained weights; use pretrained=False")
+        raise ValueError(
+            f"{name} is built by this package for 28 px images and has no pretrained weights; use pretrained=False"
+        )
     for key in _FACTORY_ONLY:
         kwargs.pop(key, None)
     model = cls(**{**arch, **kwargs})
@@ -246,6 +250,15 @@ def pvt_v2_micro_28(pretrained: bool = False, **kwargs: Any) -> PyramidVisionTra
     return _micro(PyramidVisionTransformerV2, "pvt_v2_micro_28", pretrained, arch, kwargs)
 
 
+@register_model
+def vit_tiny_patch4_28(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """DeiT-Tiny's ViT (width 192, 12 blocks, 3 heads, MLP ratio 4) on 7x7 tokens of 4 px + class token (5.4 M
+    parameters): the micro ViT's layout at a size that can memorise all 60,000 Fashion-MNIST training images, for a
+    GPU study where mixing has something to regularise."""
+    arch = dict(_MICRO, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0)
+    return _micro(VisionTransformer, "vit_tiny_patch4_28", pretrained, arch, kwargs)
+
+
 MICRO_MODELS = (
     "vit_micro_patch4_28",
     "deit_micro_distilled_patch4_28",
@@ -255,6 +268,7 @@ MICRO_MODELS = (
     "pvt_v2_micro_28",
     "deit_nano_distilled_patch4_28",
 )
+OWN_MODELS = (*MICRO_MODELS, "vit_tiny_patch4_28")  # every model registered here: timm alone cannot build them
 
 
 def create_model(

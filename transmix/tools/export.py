@@ -4,7 +4,8 @@ The release never published a checkpoint. :func:`export` writes a run's EMA (or 
 ``save_for_hf``: ``model.safetensors`` and ``config.json`` (the architecture and its arguments, the class names,
 the preprocessing the run evaluated with), which is also what a hub repository holds, plus a model card
 (``README.md``) written from the run's config and history. timm alone can build only its own architectures, so
-this package's micro models and the class-attention head it puts on Swin and PVT-v2 are refused, saying why.
+the models this package registers (the micro ones, the 28 px ViT-Tiny) and the class-attention head it puts on Swin
+and PVT-v2 are refused, saying why.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from transmix.config.run import TrainConfig
 from transmix.errors import Failure
 from transmix.evaluation.finished import load_final
-from transmix.method.models import MICRO_MODELS, NO_CLASS_TOKEN, create_model
+from transmix.method.models import NO_CLASS_TOKEN, OWN_MODELS, create_model
 from transmix.training.checkpoint import HISTORY
 
 VARIANTS = {"ema": "ema", "raw": "model"}  # variant -> its weights in final.pt
@@ -39,8 +40,8 @@ def export(run_dir: str | Path, out_dir: str | Path, variant: str = "ema") -> Pa
 
     run_dir, out = Path(run_dir), Path(out_dir)
     cfg, state = load_final(run_dir, torch.device("cpu"))
-    if cfg.model in MICRO_MODELS or cfg.model.startswith(NO_CLASS_TOKEN):
-        raise ExportError(f"{cfg.model} is built by this package (a micro model, or a timm backbone under its "
+    if cfg.model in OWN_MODELS or cfg.model.startswith(NO_CLASS_TOKEN):
+        raise ExportError(f"{cfg.model} is built by this package (one it registers, or a timm backbone under its "
                           "class-attention head), so timm alone cannot load it; its weights are in "
                           f"{run_dir / 'final.pt'} (transmix.method.models.create_model builds it)")  # fmt: skip
     if variant not in VARIANTS or state[VARIANTS[variant]] is None:
