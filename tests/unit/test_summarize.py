@@ -13,7 +13,7 @@ from transmix.reporting.pages import summarize
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("study", ["default", "reference", "distillation"])
+@pytest.mark.parametrize("study", ["default", "reference", "small_data", "distillation"])
 def test_the_studies_page_shows_each_committed_study_as_summarized(study) -> None:
     assert summarize(read(REPO / f"results/{study}/results.csv")) in (REPO / "docs/studies.md").read_text()
 
