@@ -12,7 +12,7 @@ from transmix.reporting.pages import published_gains, setup
 def test_published_gains_pair_rows_of_one_source_dataset_model_and_epochs() -> None:
     gains = published_gains(paper())
     deit_s = gains[(gains.source == "transmix-paper") & (gains.model == "DeiT-S")]
-    assert deit_s.difference.round(2).tolist() == [0.9]  # 80.7 - 79.8, both rows from PAPER.md's table
+    assert deit_s.difference.round(2).tolist() == [0.9]  # 80.7 - 79.8, both rows of transmix/paper.csv
     cifar = gains[(gains.source == "openmixup") & (gains.epochs == 600)]
     assert cifar.difference.round(2).tolist() == [-0.05]  # an independent re-run where TransMix did not help
     assert not gains.difference.isna().any() and (gains.reference.str.len() > 0).all()
