@@ -117,7 +117,7 @@ def frame(rows: Iterable[dict]) -> pd.DataFrame:
 
 def read(path: str | Path) -> pd.DataFrame:
     """Read and validate a results CSV."""
-    return validate(pd.read_csv(path, dtype={"git_sha": str, "config_hash": str, "package_version": str, "lock": str}))
+    return validate(pd.read_csv(path, dtype={col: str for col in _TEXT}))
 
 
 def write(df: pd.DataFrame, path: str | Path) -> Path:
