@@ -20,7 +20,6 @@ from transmix.data.prepare import is_prepared, raw_dir
 from transmix.data.split import Batch, DatasetMissing
 
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics
-TRAIN_IMAGES = 60_000  # the training split, what train_subset = 0 trains on (`transmix cost` counts it)
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from transmix.data.split import DatasetMissing
 from transmix.records.atomic import atomic_open
 
+TRAIN_IMAGES = 60_000  # Fashion-MNIST's training split: what train_subset = 0 trains on (`transmix cost` counts it)
+
 log = logging.getLogger(__name__)
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")

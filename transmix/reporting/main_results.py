@@ -16,12 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from transmix.config.run_id import PublishedId
+from transmix.data.prepare import TRAIN_IMAGES as FASHION_TRAIN_IMAGES
 from transmix.reporting.pages import method_order, published_gains
 from transmix.reporting.stats import paired
 from transmix.reporting.verdicts import verdict
 
 PAPER = "transmix-paper"  # the source of the paper's own rows in paper.csv
-FASHION_TRAIN_IMAGES = 60_000  # Fashion-MNIST's training split: what train_subset = 0 trains on
 LADDER = ["source", "dataset", "model", "train_images", "epochs", "difference", "low", "high", "seeds", "reference"]
 GROUPS = ["model", "variant", "method"]
 

@@ -67,7 +67,7 @@ def train_images(config: str | Path) -> int:
     """Training images per epoch of a study: Fashion-MNIST's ``train_subset`` (0: all 60,000), CIFAR's 50,000, else
     ImageNet-1k's (a class-folder study's size is not known without reading its tree: pass ``--images``)."""
     from transmix.data.cifar import TRAIN_IMAGES
-    from transmix.data.fashion_mnist import TRAIN_IMAGES as FASHION_TRAIN_IMAGES
+    from transmix.data.prepare import TRAIN_IMAGES as FASHION_TRAIN_IMAGES
 
     study = Study(yaml.safe_load(Path(config).read_text()))
     if study.dataset == "fashion_mnist":
