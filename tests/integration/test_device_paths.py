@@ -131,3 +131,38 @@ def test_reduction_through_a_process_group(device, monkeypatch) -> None:
     finally:
         dist.destroy_process_group()
     assert (loss, stop) == (1.5, True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_transmix_step_waits_for_the_device_no_more_often_than_deit(device) -> None:
+    # The label needs the attention of this very forward pass, but nothing of it on the host: the box mask is made
+    # where the attention is. A mask copied from pageable host memory made the host wait for the forward pass
+    # before it could queue the backward one. CUDA's sync debug mode warns at each wait; on the CPU the same step
+    # runs (there is nothing to wait for) and its label must still be a weight.
+    import warnings
+
+    from transmix.training.step import Stepper
+
+    waits, lams = {}, {}
+    for method in ("deit", "transmix"):
+        cfg = from_dict({"model": "vit_micro_patch4_28", "method": method, "switch_prob": 1.0, "device": device})
+        torch.manual_seed(0)
+        model = create_model(cfg.model, num_classes=10, in_chans=1, img_size=28).to(device)
+        step = Stepper(cfg, model, torch.optim.AdamW(model.parameters()), 10, torch.device(device), (28, 28))
+        x = torch.randn(16, 1, 28, 28).to(device)
+        y = torch.arange(16).remainder(10).to(device)
+        step(x, y, torch.Generator().manual_seed(0))  # the first step allocates (the optimizer's state)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if device == "cuda":
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                out = step(x, y, torch.Generator().manual_seed(1))
+            finally:
+                if device == "cuda":
+                    torch.cuda.set_sync_debug_mode("default")
+        waits[method] = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+        lams[method] = out.lam
+        assert out.mode == "cutmix"
+    assert len(waits["transmix"]) <= len(waits["deit"]), waits
+    assert lams["transmix"] is not None and bool(((lams["transmix"] >= 0) & (lams["transmix"] <= 1)).all())

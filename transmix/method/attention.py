@@ -181,11 +181,12 @@ class _Capture:
         ``box_to_grid``)."""
         if self.attn is None:
             raise RuntimeError("no attention captured yet: run a forward pass with `enabled = True` first")
-        return attention_lam(self.attn, self.pasted(box, image_size, how))
+        return attention_lam(self.attn, self.pasted(box, image_size, how, self.attn.device))
 
-    def pasted(self, box: Box, image_size: tuple[int, int], how: str) -> torch.Tensor:
+    def pasted(self, box: Box, image_size: tuple[int, int], how: str,
+               device: torch.device | None = None) -> torch.Tensor:  # fmt: skip
         """The pasted ``box`` on this capture's token grid, flattened, as :meth:`lam` weighs the attention."""
-        return box_mask(box, image_size, self.grid, how, self.stride, self.centered)
+        return box_mask(box, image_size, self.grid, how, self.stride, self.centered, device)
 
 
 class ClassAttention(_Capture):

@@ -128,7 +128,8 @@ def mix_batch(images: torch.Tensor, labels: torch.Tensor, spec: MixSpec, gen: to
     return MixedBatch(mixed, labels, labels_b, lam_area, box, "cutmix")
 
 
-def token_cells(size: int, tokens: int, stride: int, centered: bool = False) -> torch.Tensor:
+def token_cells(size: int, tokens: int, stride: int, centered: bool = False,
+                device: torch.device | None = None) -> torch.Tensor:
     """``(tokens, 2)`` pixel ranges ``[start, end)`` of the tokens along one side of the image.
 
     Token ``i`` of a network with total downsampling ``stride`` covers ``[i * stride, (i + 1) * stride)`` when
@@ -142,7 +143,7 @@ def token_cells(size: int, tokens: int, stride: int, centered: bool = False) -> 
     """
     if tokens != -(-size // stride):
         raise ValueError(f"{tokens} tokens of stride {stride} do not tile {size} pixels ({-(-size // stride)} do)")
-    starts = torch.arange(tokens) * stride - (stride // 2 if centered else 0)
+    starts = torch.arange(tokens, device=device) * stride - (stride // 2 if centered else 0)
     return torch.stack((starts.clamp(0, size), (starts + stride).clamp(0, size)), dim=1)
 
 
@@ -153,13 +154,16 @@ def box_mask(
     how: str = "release",
     stride: tuple[int, int] | None = None,
     centered: bool = False,
+    device: torch.device | None = None,
 ) -> torch.Tensor:
-    """The pasted box on the token grid, flattened to ``(gh * gw,)`` in row-major token order.
+    """The pasted box on the token grid, flattened to ``(gh * gw,)`` in row-major token order, made on ``device``.
 
     ``release``: a token counts as pasted when pixel ``(i * stride, j * stride)`` is, as the official code's
     nearest-neighbour resize of the pixel mask does for an exact patch size (the patch's top-left pixel; for
     centred tokens, the centre). ``area``: the pasted fraction of each token's pixels (:func:`token_cells`).
     ``stride`` defaults to the exact patch size ``image_size / grid``; give it when the size is no multiple.
+    Made where the attention is (``device``): a mask built on the host and copied from pageable memory would make
+    the host wait for the forward pass before it could queue the backward one.
     """
     if how not in BOX_TO_GRID:
         raise ValueError(f"box_to_grid={how!r} is not one of {BOX_TO_GRID}")
@@ -169,9 +173,9 @@ def box_mask(
             if size % tokens:
                 raise ValueError(f"{tokens} tokens on {size} pixels: pass the network's stride (no exact patch size)")
             step = size // tokens
-        cells = token_cells(size, tokens, step, centered).float()
+        cells = token_cells(size, tokens, step, centered, device).float()
         if how == "release":
-            anchor = torch.arange(tokens) * step
+            anchor = torch.arange(tokens, device=device) * step
             axes.append(((anchor >= lo) & (anchor < hi)).float())
         else:
             overlap = (cells[:, 1].clamp(max=hi) - cells[:, 0].clamp(min=lo)).clamp_min(0)
