@@ -31,10 +31,11 @@ PRECISIONS = ("fp32", "bf16")
 DISTILLATIONS = ("none", "soft", "hard")  # DeiT's kinds: KL to the teacher's softened outputs, or CE to its argmax
 CUTMIX_BOXES = ("timm", "release")  # CutMix box rounding: today's timm, or timm 0.5.4's (mixing.rand_box)
 INTERPOLATIONS = ("bicubic", "bilinear", "random")  # imagefolder training resize (random: per image, as released)
+LOADERS = ("pil", "device")  # where imagefolder training images are decoded and augmented (docs/data.md)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's IMAGENET_DEFAULT_MEAN / _STD
 # keys the in-memory path must leave at their default (the field's own)
 IMAGEFOLDER_ONLY = ("aa", "reprob", "crop_pct", "train_interpolation", "rank_seeds", "scale", "ratio", "hflip", "vflip",
-                    "color_jitter", "mean", "std")  # fmt: skip
+                    "color_jitter", "mean", "std", "loader")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,11 @@ class TrainConfig(Strict):
     std: tuple[float, ...] = option(IMAGENET_STD, "imagefolder: per-channel standard deviation, likewise")
     train_interpolation: str = option("bicubic", "imagefolder training resize, also inside RandAugment: bicubic "
                                       "| bilinear | random (either, per image: as released)")  # fmt: skip
+    loader: str = option("pil", "imagefolder training input: pil (CPU workers decode with PIL and run timm's "
+                         "transforms) | device (workers read the files; JPEGs are decoded on the run's device, nvJPEG "
+                         "on a GPU, and cropped, flipped and RandAugmented there by torch ops). Both draw every "
+                         "image's parameters from (seed, epoch, image) alike; only pixels differ, within the "
+                         "tolerances docs/data.md states")  # fmt: skip
     model: str = option("vit_micro_patch4_28", "any timm model name", group="model")
     drop_path: float = option(0.1, "stochastic depth rate")
     method: str = option(
@@ -136,7 +142,7 @@ class TrainConfig(Strict):
     def check(self) -> None:
         choices = {"method": METHODS, "box_to_grid": BOX_TO_GRID, "dataset": DATASETS, "precision": PRECISIONS,
                    "attn_heads": HEADS, "cutmix_box": CUTMIX_BOXES, "train_interpolation": INTERPOLATIONS,
-                   "distillation": DISTILLATIONS}  # fmt: skip
+                   "distillation": DISTILLATIONS, "loader": LOADERS}  # fmt: skip
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
@@ -184,6 +190,12 @@ class TrainConfig(Strict):
                               "channel; grey images are read as RGB), every std > 0")  # fmt: skip
         if self.color_jitter < 0:
             raise ConfigError(f"color_jitter={self.color_jitter} must be >= 0 (0 turns it off)")
+        if self.loader == "device" and self.aa and not self.aa.startswith("rand-"):
+            raise ConfigError(f"loader=device runs timm's RandAugment (aa=rand-...), not aa={self.aa!r}: set "
+                              "loader: pil for it")  # fmt: skip
+        if self.loader == "device" and not self.aa and self.color_jitter > 0:
+            raise ConfigError(f"loader=device has no colour jitter (color_jitter={self.color_jitter}, used without "
+                              "aa): set color_jitter: 0, an aa=rand-... policy, or loader: pil")  # fmt: skip
 
     def _check_attention_keys(self) -> None:
         if self.attn_blocks < 1:

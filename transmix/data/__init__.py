@@ -2,7 +2,8 @@
 
 Fashion-MNIST lives in memory as one tensor and is batched there (:mod:`transmix.data.fashion_mnist`; its files are
 put in place by :mod:`transmix.data.prepare`). ImageNet-style data is a class-folder tree read image by image
-through timm's transforms and a ``DataLoader`` (:mod:`transmix.data.imagefolder`); CIFAR-10/100 are written as
+through timm's transforms and a ``DataLoader`` (:mod:`transmix.data.imagefolder`), or with ``loader: device``
+decoded and augmented on the run's device (:mod:`transmix.data.device`); CIFAR-10/100 are written as
 such a tree once (:mod:`transmix.data.cifar`) and read the same way. Work-arounds for library
 behaviour that would otherwise lose a run are kept apart in :mod:`transmix.data.compat`.
 
@@ -37,9 +38,13 @@ def train_split(cfg: TrainConfig, part: tuple[int, int], gen: torch.Generator,
 
         data = load_fashion_mnist(cfg.data_dir, train=True).head(cfg.train_subset)
         return ShuffledBatches(data, cfg.batch_size * part[1], gen)
+    _check_prepared(cfg)
+    if cfg.loader == "device":
+        from transmix.data.device import DeviceImageFolderSplit
+
+        return DeviceImageFolderSplit.training(cfg, part, device)
     from transmix.data.imagefolder import ImageFolderSplit
 
-    _check_prepared(cfg)
     return ImageFolderSplit.training(cfg, part, device)
 
 

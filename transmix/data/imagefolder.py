@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from transmix.config.run import IMAGENET_MEAN, IMAGENET_STD
 from transmix.data.compat import naming_corrupt, pillow_safe, worker_init
@@ -252,15 +252,26 @@ class ImageFolderSplit(ImageFiles):
         if self._stream is None or self._position != (epoch, start):
             self.close()
             keys = EpochKeys(partial(shard_indices, len(self), self.part, self.seed, self.batch_size), epoch, start)
-            images = SeededImages(ImageFiles(self.samples, self.transform), self.seed)  # holds no loader: no cycle
-            loader = DataLoader(images, batch_size=self.batch_size, sampler=keys,
-                                **_loader_options(self.num_workers, self.finish.device))  # fmt: skip
-            self._stream = naming_corrupt(loader)
+            options = _loader_options(self.num_workers, self.finish.device)
+            loader = DataLoader(self.keyed_images(), batch_size=self.batch_size, sampler=keys, collate_fn=self.collate,
+                                **options)  # fmt: skip
+            self._stream = self.prepared(naming_corrupt(loader))
         total = len(self) // self.part[1] // self.batch_size
         for number in range(start, total):
             images, labels = next(self._stream)
             self._position = (epoch, number + 1) if number + 1 < total else (epoch + 1, 0)
             yield self.finish(images, labels, stream_seed(self.seed, epoch, self.part[0], number))
+
+    collate = None  # the DataLoader's default: uint8 images stacked, labels as a tensor
+
+    def keyed_images(self) -> Dataset:
+        """What the loader's workers read for key ``(index, epoch)``: here the image decoded and augmented by timm's
+        transform under that key's seed."""
+        return SeededImages(ImageFiles(self.samples, self.transform), self.seed)  # holds no loader: no cycle
+
+    def prepared(self, batches: Iterator[Any]) -> Iterator[Batch]:
+        """The loader's batches as uint8 ``(B, C, H, W)`` images and labels (here they already are)."""
+        return batches
 
     def close(self) -> None:
         """Stop the loader's workers now (they would otherwise wait for the garbage collector)."""

@@ -1,11 +1,11 @@
 """How fast the class-folder loader delivers training batches, alone: its ceiling, by the number of workers.
 
-The loader is the training split itself (:class:`transmix.data.imagefolder.ImageFolderSplit`, the run's transform,
-workers that live for the run, uint8 batches finished on the device), timed without a model. Each worker count gets
-a fresh split. Its first ``workers x PREFETCH + 1`` batches are not timed: the workers start, and the batches they
-made ready meanwhile would be counted at no cost, which overstated many workers many times over. Then ``rounds``
-rounds of ``batches`` batches of the same epoch are timed, each arriving as fast as the workers make it. Images per
-second are reported as the mean over rounds with a 95% t-interval. A GPU needs ``images/s`` of the step
+The loader is the training split itself (the ``loader`` key's: PIL in the workers, or decoded and augmented on the
+device; workers that live for the run, uint8 batches finished on the device), timed without a model. Each worker
+count gets a fresh split. Its first ``workers x PREFETCH + 1`` batches are not timed: the workers start, and the
+batches they made ready meanwhile would be counted at no cost, which overstated many workers many times over. Then
+``rounds`` rounds of ``batches`` batches of the same epoch are timed, each arriving as fast as the workers make it.
+Images per second are reported as the mean over rounds with a 95% t-interval. A GPU needs ``images/s`` of the step
 (``transmix bench``) from its loader: the ratio says whether a run would be loader-bound.
 
 Without ``--data-dir`` it reads a generated tree of JPEGs of ImageNet's typical size (about 400 x 350 pixels), so
@@ -26,7 +26,8 @@ import torch
 
 from transmix.config.run import TrainConfig
 from transmix.config.strict import ConfigError
-from transmix.data.imagefolder import PREFETCH, ImageFolderSplit
+from transmix.data import train_split
+from transmix.data.imagefolder import PREFETCH
 from transmix.reporting.stats import t_interval
 from transmix.training.runtime import resolve_device
 
@@ -50,6 +51,7 @@ class LoaderRow:
     device: str
     cpus: int  # CPUs this process may use
     torch: str
+    loader: str = "pil"  # the `loader` key: pil (decoded and augmented in the workers) or device
 
 
 def bench_loader(cfg: TrainConfig, workers: list[int], batches: int = 5, rounds: int = 3) -> list[LoaderRow]:
@@ -58,7 +60,7 @@ def bench_loader(cfg: TrainConfig, workers: list[int], batches: int = 5, rounds:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     rows = []
     for count in workers:
-        split = ImageFolderSplit.training(cfg.replace(num_workers=count), (0, 1), device)
+        split = train_split(cfg.replace(num_workers=count), (0, 1), torch.Generator(), device)
         per_epoch = len(split.epoch_indices(0)) // cfg.batch_size
         most = untimed_batches(max(workers))  # checked before the first measurement, for the largest count
         if per_epoch < most + rounds * batches:
@@ -81,8 +83,9 @@ def bench_loader(cfg: TrainConfig, workers: list[int], batches: int = 5, rounds:
         ci = t_interval(speeds)
         rows.append(LoaderRow(count, float(ci["mean"]), float(ci["low"]), float(ci["high"]),
                               float(ci["mean"]) / max(count, 1), cfg.batch_size, cfg.img_size, cfg.aa, rounds,
-                              batches, str(device), cpus, str(torch.__version__)))  # fmt: skip
-        print(f"{count} worker(s): {ci['mean']:.0f} images/s [{ci['low']:.0f}, {ci['high']:.0f}]", flush=True)
+                              batches, str(device), cpus, str(torch.__version__), cfg.loader))  # fmt: skip
+        print(f"loader {cfg.loader}, {count} worker(s): {ci['mean']:.0f} images/s [{ci['low']:.0f}, {ci['high']:.0f}]",
+              flush=True)  # fmt: skip
     return rows
 
 
