@@ -24,6 +24,7 @@ tools:
   transmix bench                         step time of deit vs transmix, side by side
   transmix bench-loader                  images/s of the class-folder loader alone, by number of workers
   transmix cost --config STUDY.yaml      GPU-hours of a study from counted FLOPs and a GPU's throughput
+                                         (--tflops N, or --measured results/gpu/<device>: a device's measured speed)
   transmix chunk --config STUDY.yaml --minutes 8   a study's runs that fit in 8 minutes; later chunks add up
   transmix export --run DIR --out DIR2   a finished run's weights as timm loads them (local folder or hub)
 
@@ -196,11 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="The class-folder training loader (the run's transform with RandAugment, workers that live "
         "for the run, uint8 batches normalised on the device) timed without a model, for each number of workers: "
         "its ceiling. Without --data-dir it reads a generated tree of ImageNet-sized JPEGs. Compare with the "
-        "step's images/s from `transmix bench` to see whether training would wait for data. Example: "
+        "step's images/s from `transmix bench` to see whether training would wait for data. --loader pil,device "
+        "times both input paths in one call (device: decoded and augmented on the --set device=...). Example: "
         "transmix bench-loader --workers 0,1,2 --out results/bench/loader-cpu.csv",
     )
     p.add_argument("--data-dir", help="a class-folder tree (DIR/train/<class>/<image>); default: a generated one")
     p.add_argument("--workers", default="0,1,2", help="comma-separated worker counts (default: %(default)s)")
+    p.add_argument("--loader", default="pil", help="comma-separated input paths, pil and/or device (the `loader` "
+                   "key; default: %(default)s)")  # fmt: skip
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--aa", default="rand-m9-mstd0.5-inc1", help="auto-augment policy (default: the paper's)")
@@ -252,10 +256,19 @@ def build_parser() -> argparse.ArgumentParser:
         "image (counted on the real timm model, built for the study's img_size, channels and classes) x images x "
         "epochs, at --tflops sustained training throughput. "
         "Measure that throughput on the GPU with `transmix bench --set device=cuda --set precision=bf16` "
-        "(images/s x 3 x GFLOPs / 1000 = TFLOP/s), or state the assumption with the figures.",
+        "(images/s x 3 x GFLOPs / 1000 = TFLOP/s), or state the assumption with the figures. "
+        "With --measured, the throughput is a device's as the GPU check measured it: the compiled bf16 DeiT-S step "
+        "of each method from the folder's bench.csv (other models at its TFLOP/s), and the loader's images/s from "
+        "its loader.csv (the fastest with at most 16 workers per GPU, for each loader path); the hours are given "
+        "fed (the step at its own rate) and loader-bound (at min(step, loader)). "
+        "Example: transmix cost --config workflow/config/imagenet.yaml --measured results/gpu/nvidia-h200",
     )
     p.add_argument("--config", required=True, type=Path, help="a study config, e.g. workflow/config/imagenet.yaml")
-    p.add_argument("--tflops", type=float, required=True, help="sustained training TFLOP/s of one GPU")
+    rate = p.add_mutually_exclusive_group(required=True)
+    rate.add_argument("--tflops", type=float, help="sustained training TFLOP/s of one GPU")
+    rate.add_argument("--measured", type=Path, metavar="DIR",
+                      help="a GPU check's results folder (its bench.csv and loader.csv), e.g. "
+                      "results/gpu/nvidia-h200")  # fmt: skip
     p.add_argument("--images", type=int, default=0,
                    help=f"training images per epoch (default: a Fashion-MNIST study's train_subset, or all 60000; "
                    f"CIFAR's 50000 for a CIFAR study; else ImageNet-1k's {IMAGENET_TRAIN_IMAGES})")  # fmt: skip

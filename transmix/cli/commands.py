@@ -166,11 +166,13 @@ def cmd_bench_loader(args: argparse.Namespace) -> int:
         raise config_mod.ConfigError(f"--workers {args.workers!r}: give worker counts such as 0,1,2") from None
     if not workers or min(workers) < 0:
         raise config_mod.ConfigError(f"--workers {args.workers!r}: give worker counts >= 0 such as 0,1,2")
+    loaders = _choices("--loader", args.loader, config_mod.LOADERS)
+    configs = [cfg.replace(loader=loader) for loader in loaders]  # each checked now, before any timing
     with start_up():
         from transmix.tools.bench import write_csv
         from transmix.tools.loader_bench import run
 
-    rows = run(cfg, workers, args.batches, args.rounds, args.data_dir)
+    rows = [row for each in configs for row in run(each, workers, args.batches, args.rounds, args.data_dir)]
     if args.out:
         print(f"appended {len(rows)} rows to {write_csv(rows, args.out)}")
     return 0
@@ -185,13 +187,17 @@ def _choices(flag: str, text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
-    if args.tflops <= 0:
+    if args.tflops is not None and args.tflops <= 0:
         raise config_mod.ConfigError(f"--tflops {args.tflops} must be > 0")
     with start_up():
-        from transmix.tools.cost import format_table, study_cost, train_images
+        from transmix.tools import cost
 
-    images = args.images or train_images(args.config)
-    print(format_table(study_cost(args.config, args.tflops, images), args.tflops, images))
+    measured = cost.read_measured(args.measured) if args.measured is not None else None  # before the FLOP counts
+    images = args.images or cost.train_images(args.config)
+    if measured is not None:
+        print(cost.format_measured(cost.measured_cost(args.config, measured, images), measured, images))
+    else:
+        print(cost.format_table(cost.study_cost(args.config, args.tflops, images), args.tflops, images))
     return 0
 
 

@@ -49,6 +49,9 @@ from transmix.training.step import Stepper
 COLUMNS = ("deit", "transmix", "transmix-explicit", "timm")
 KD = "deit+kd"  # the deit step with a teacher, when one is asked for
 MODES = ("eager", "compiled")
+# Dense bf16 peak TFLOP/s by device name (NVIDIA's data sheets, SXM parts): the denominator of the peak fraction.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+Batch = tuple[torch.Tensor, torch.Tensor]  # images and labels, on the device
 
 
 class TimmStep:
@@ -99,7 +102,8 @@ class BenchRow:
     threads: int
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (nothing to wait for on a CPU): the end of a timed stretch."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -110,17 +114,56 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-def _steppers(cfg: TrainConfig, base: torch.nn.Module, num_classes: int, size: int, device: torch.device,
-              compiled: bool, teacher: torch.nn.Module | None = None) -> dict:  # fmt: skip
-    """A fresh copy of the model per column, with its optimizer and step (and the ``deit+kd`` column with a
-    ``teacher``)."""
+def device_peak_tflops(device: torch.device) -> float | None:
+    """The dense bf16 peak of a CUDA device listed in :data:`PEAK_BF16_TFLOPS` (None elsewhere): a fraction of it
+    says how busy a step keeps the device, which images/s alone cannot."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def setup(cfg: TrainConfig, steps: int, in_chans: int, img_size: int,
+          num_classes: int) -> tuple[torch.device, torch.nn.Module, list[Batch]]:  # fmt: skip
+    """The device, the seeded model every column copies, and ``steps`` batches already on the device, as the loader
+    delivers them: what the bench, the profile and the peak table all time, built once here so they time the same."""
+    device = resolve_device(cfg.device)
+    use_tf32(device, cfg.tf32)
+    torch.manual_seed(cfg.seed)
+    base = create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
+                        drop_path=cfg.drop_path).to(device)  # fmt: skip
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+    shape = (cfg.batch_size, in_chans, img_size, img_size)
+    batches = []
+    for _ in range(steps):
+        x, y = torch.randn(shape, generator=data_gen), torch.randint(0, num_classes, shape[:1], generator=data_gen)
+        batches.append((x.to(device), y.to(device)))
+    return device, base, batches
+
+
+def compile_with(model: torch.nn.Module, mode: str | None = None) -> torch.nn.Module:
+    """:func:`~transmix.training.runtime.compile_model` (training's compile, hooks guarded), or with a
+    ``torch.compile`` ``mode`` such as ``max-autotune``, guarded the same way, for the peak table's variants."""
+    if mode in (None, "default"):
+        return compile_model(model)
+    import torch._dynamo.config
+
+    torch._dynamo.config.skip_nnmodule_hook_guards = False
+    return torch.compile(model, mode=mode)
+
+
+def steppers(cfg: TrainConfig, base: torch.nn.Module, num_classes: int, size: int, device: torch.device,
+             compiled: bool, teacher: torch.nn.Module | None = None, columns: tuple[str, ...] = COLUMNS,
+             compile_mode: str | None = None) -> dict:  # fmt: skip
+    """A fresh copy of the model per column of ``columns``, with its optimizer and step (and the ``deit+kd`` column
+    with a ``teacher``); compiled with ``compile_mode`` (None: training's default) when ``compiled``."""
     out = {}
-    for column in (*COLUMNS, KD) if teacher is not None else COLUMNS:
+    for column in (*columns, KD) if teacher is not None else columns:
         model = copy.deepcopy(base)
         run_cfg = cfg.replace(method="transmix" if column.startswith("transmix") else "deit")
         fused = {"fused": True} if cfg.fused else {}
         opt = create_optimizer_v2(model, opt=run_cfg.opt, lr=run_cfg.lr, weight_decay=run_cfg.weight_decay, **fused)
-        forward = compile_model(model) if compiled else model
+        forward = compile_with(model, compile_mode) if compiled else model
         if column == "timm":
             out[column] = TimmStep(run_cfg, forward, opt, num_classes, device)
             continue
@@ -145,33 +188,23 @@ def bench(cfg: TrainConfig, steps: int = 10, rounds: int = 7, warmup: int = 3, i
 
     from transmix.tools.cost import forward_flops
 
-    device = resolve_device(cfg.device)
-    use_tf32(device, cfg.tf32)
     flops, _ = forward_flops(cfg.model, img_size, in_chans, num_classes)
-    torch.manual_seed(cfg.seed)
-    base = create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
-                        drop_path=cfg.drop_path).to(device)  # fmt: skip
+    device, base, batches = setup(cfg, steps, in_chans, img_size, num_classes)
     teacher = None
     if teacher_model:
         teacher = create_model(teacher_model, num_classes=num_classes, in_chans=in_chans, img_size=img_size).to(device)
         teacher.eval().requires_grad_(False)
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    shape = (cfg.batch_size, in_chans, img_size, img_size)
-    batches = []  # on the device already, as the loader delivers them
-    for _ in range(steps):
-        x, y = torch.randn(shape, generator=data_gen), torch.randint(0, num_classes, shape[:1], generator=data_gen)
-        batches.append((x.to(device), y.to(device)))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     rows = []
     for mode, precision in [(m, p) for m in modes for p in precisions]:
         started = time.perf_counter()
         run_cfg = cfg.replace(precision=precision)
-        steppers = _steppers(run_cfg, base, num_classes, img_size, device, mode == "compiled", teacher)
+        columns = steppers(run_cfg, base, num_classes, img_size, device, mode == "compiled", teacher)
         label = f"{mode} {precision}" if progress else ""
-        times, memory = _measure(steppers, batches, rounds, warmup, device, cfg.seed, label)
+        times, memory = measure(columns, batches, rounds, warmup, device, cfg.seed, label)
         if progress:
             print(f"{mode} {precision}: {time.perf_counter() - started:.0f} s", flush=True)
-        for column in steppers:
+        for column in columns:
             ms = statistics.median(times[column]) * 1e3
             vs_deit = _paired([t / d for t, d in zip(times[column], times["deit"], strict=True)])
             vs_timm = _paired([m / t for t, m in zip(times[column], times["timm"], strict=True)])
@@ -183,7 +216,7 @@ def bench(cfg: TrainConfig, steps: int = 10, rounds: int = 7, warmup: int = 3, i
     return rows
 
 
-def _measure(steppers: dict, batches: list, rounds: int, warmup: int, device: torch.device, seed: int,
+def measure(steppers: dict, batches: list, rounds: int, warmup: int, device: torch.device, seed: int,
              label: str = "") -> tuple[dict[str, list[float]], dict[str, float]]:  # fmt: skip
     """Seconds per step of every column in each measured round, and each column's peak memory (warm-up round 0);
     with a ``label``, a line on stderr as each round ends."""
@@ -200,11 +233,11 @@ def _measure(steppers: dict, batches: list, rounds: int, warmup: int, device: to
             np.random.seed(seed)  # timm's Mixup draws from NumPy's global RNG
             if device.type == "cuda" and r == 0:
                 torch.cuda.reset_peak_memory_stats(device)
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             for x, y in batches:
                 stepper(x, y, gen)
-            _sync(device)
+            sync(device)
             if r == 0:
                 memory[column] = _peak_memory_mb(device)
             if r >= warmup:
@@ -223,13 +256,13 @@ def _paired(ratios: list[float]) -> tuple[float, float, float]:
     return float(ci["mean"]), float(ci["low"]), float(ci["high"])
 
 
-def write_csv(rows: list, path: str | Path) -> Path:
+def write_csv(rows: list, path: str | Path, append: bool = True) -> Path:
     """Rows (dataclasses of one kind) as CSV, appended to an existing file of the same columns, so one file can
-    hold several runs."""
+    hold several runs (or, without ``append``, replacing it: a table that means one run only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with path.open("a", newline="") as fh:
+    new = not append or not path.exists()
+    with path.open("a" if append else "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=[f.name for f in fields(rows[0])])
         if new:
             writer.writeheader()
