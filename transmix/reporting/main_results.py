@@ -158,13 +158,16 @@ def conclusions(differences: pd.DataFrame, paper: pd.DataFrame, methods: Sequenc
 
 
 def mixing_pays(table: pd.DataFrame, variant: str = "ema") -> pd.DataFrame:
-    """Whether DeiT's mixing earns its keep, run by run: per schedule (``epochs``) and seed, the test top-1 of
-    ``none`` and ``deit`` (``variant`` weights), ``deit − none``, and the last epoch's training loss of each. A model
-    trained without mixing whose loss falls to the label-smoothing floor has memorised its images; mixing can only
-    pay where that happens, and only there can TransMix's refinement of it be tested."""
-    ours = table[(table.source == "ours") & (table.ablation == "") & table.method.isin(["none", "deit"])]
+    """Whether DeiT's mixing earns its keep, run by run: per model, setting (``ablation``: "" for a study's main runs,
+    a point such as the scout's ``scout=n500_e400_dp0_ls0.1`` otherwise), schedule (``epochs``) and seed, the test
+    top-1 of ``none`` and ``deit`` (``variant`` weights), ``deit − none``, and the last epoch's training loss of each;
+    only where both methods ran. A model trained without mixing whose loss falls to the label-smoothing floor has
+    memorised its images; mixing can only pay where that happens, and only there can TransMix's refinement of it be
+    tested."""
+    ours = table[(table.source == "ours") & table.method.isin(["none", "deit"])]
     top1 = ours[(ours.suite == "clean") & (ours.metric == "top1") & (ours.variant == variant)]
-    wide = top1.pivot_table(index=["epochs", "seed"], columns="method", values="value")
+    keys = ["model", "ablation", "epochs", "seed"]
+    wide = top1.pivot_table(index=keys, columns="method", values="value").dropna()
     loss = ours[(ours.suite == "history") & (ours.metric == "train_loss")].sort_values("level")
-    last = loss.groupby(["epochs", "seed", "method"]).value.last().unstack("method").add_prefix("final loss ")
+    last = loss.groupby([*keys, "method"]).value.last().unstack("method").add_prefix("final loss ")
     return wide.assign(**{"deit − none": wide.deit - wide.none}).join(last).reset_index()
