@@ -33,8 +33,13 @@ def test_the_report_shows_the_profile_and_the_peak_table_of_a_folder_that_has_th
     committed = REPO / "results/gpu/nvidia-h200"
     for name in ("summary.json", "bench.csv", "loader.csv"):
         shutil.copy(committed / name, tmp_path / name)
-    write_csv([ProfileRow("aten::bmm", 0, 10, 0.0, 0.25, 0.25, 10, "cuda"),
-               ProfileRow("aten::mm", 640, 640, 12.0, 11.9, -0.1, 10, "cuda")], tmp_path / "profile.csv")
+    write_csv(
+        [
+            ProfileRow("aten::bmm", 0, 10, 0.0, 0.25, 0.25, 10, "cuda"),
+            ProfileRow("aten::mm", 640, 640, 12.0, 11.9, -0.1, 10, "cuda"),
+        ],
+        tmp_path / "profile.csv",
+    )
     nan = math.nan
     write_csv([PeakRow("compile default, fused AdamW", 1024, "ok", 41.0, 120.0, 8533.3, 8500.0, 8566.6, 40000.0,
                        235.5, 0.238, 5, "NVIDIA H100", "2.11.0"),

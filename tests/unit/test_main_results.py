@@ -153,9 +153,15 @@ def test_whether_mixing_pays_per_schedule_and_seed() -> None:
     ]
     # Two settings with the same schedule and seed stay apart, and so do two models; an ablation point only deit ran
     # is left out, and so is a model only deit ran (a study's other families: their deit is not the ViT's baseline).
-    rows += [dict(rows[0], ablation=point, model=model, method=m, value=v)
-             for point, model, m, v in (("scout=b", "vit", "none", 80.0), ("scout=b", "vit", "deit", 75.0),
-                                        ("switch_prob=0.8", "vit", "deit", 1), ("", "xcit", "deit", 2))]
+    rows += [
+        dict(rows[0], ablation=point, model=model, method=m, value=v)
+        for point, model, m, v in (
+            ("scout=b", "vit", "none", 80.0),
+            ("scout=b", "vit", "deit", 75.0),
+            ("switch_prob=0.8", "vit", "deit", 1),
+            ("", "xcit", "deit", 2),
+        )
+    ]
     table = mixing_pays(pd.DataFrame(rows)).set_index(["ablation", "epochs", "seed"])  # fmt: skip
     assert table.loc[("", 400, 1), "deit − none"] == pytest.approx(1.6) and table.loc[("", 300, 0), "none"] == 74.4
     assert table.loc[("", 400, 1), ["final loss none", "final loss deit"]].tolist() == [0.57, 1.39]

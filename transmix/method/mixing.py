@@ -128,8 +128,9 @@ def mix_batch(images: torch.Tensor, labels: torch.Tensor, spec: MixSpec, gen: to
     return MixedBatch(mixed, labels, labels_b, lam_area, box, "cutmix")
 
 
-def token_cells(size: int, tokens: int, stride: int, centered: bool = False,
-                device: torch.device | None = None) -> torch.Tensor:
+def token_cells(
+    size: int, tokens: int, stride: int, centered: bool = False, device: torch.device | None = None
+) -> torch.Tensor:
     """``(tokens, 2)`` pixel ranges ``[start, end)`` of the tokens along one side of the image.
 
     Token ``i`` of a network with total downsampling ``stride`` covers ``[i * stride, (i + 1) * stride)`` when
