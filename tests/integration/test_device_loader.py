@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from transmix.config.run import ConfigError, from_dict
 from transmix.data import CorruptImage, train_split
 from transmix.data.device import DeviceImageFolderSplit
 from transmix.data.draws import apply_pil
-from transmix.data.imagefolder import ImageFolderSplit, decode_image
+from transmix.data.imagefolder import ImageFolderSplit, decode_image, train_transform
 from transmix.data.synthetic import make_class_folders
 
 TRAIN_IMAGES = 4 * 130  # the tolerances below are statistics over at least 500 images
@@ -136,3 +137,31 @@ def test_the_config_refuses_what_the_device_path_cannot_do(photos, changes, mess
     with pytest.raises(ConfigError, match=message) as err:
         config(photos, loader="device", **changes)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cmyk_grey_and_png_files_decode_as_the_pil_path_reads_them(tmp_path, device) -> None:
+    # ImageNet's training set holds CMYK and greyscale JPEGs and a PNG named .JPEG. The device path decodes each as
+    # PIL's convert("RGB") does (on the CPU exactly); the draw is the PIL path's, so with RandAugment off the
+    # pixels agree within the resize's one level (on a GPU, within the bound nvJPEG's decoding is allowed).
+    from transmix.data.device import EncodedImages, augmented, collate
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "train" / "mixed"
+    folder.mkdir(parents=True)
+    base = Image.fromarray(rng.integers(0, 256, (60, 72, 3), dtype=np.uint8))
+    base.convert("CMYK").save(folder / "cmyk.jpg", "JPEG")
+    base.convert("L").save(folder / "grey.jpg", "JPEG")
+    base.save(folder / "png_named.jpg", "PNG")
+    base.save(folder / "plain.png")
+    cfg = config(tmp_path / "data", aa="", color_jitter=0.0, img_size=32)
+    samples = [(str(p), 0) for p in sorted(folder.iterdir())]
+    split = DeviceImageFolderSplit(samples, train_transform(cfg), 1, 32)
+    items = [EncodedImages(samples, split.transform, 0)[(i, 0)] for i in range(len(samples))]
+    images, _ = augmented(collate(items), 32, torch.device(device))
+    for image, (_, _, draw, path) in zip(images.cpu(), items, strict=True):
+        diff = (image.int() - pil_to_tensor(apply_pil(decode_image(path), draw, 32)).int()).abs()
+        if device == "cpu":
+            assert diff.max() <= 1, path
+        else:
+            assert diff.float().mean() < BOUNDS[device]["crop_mean"], (path, float(diff.float().mean()))

@@ -78,10 +78,13 @@ def decode(data: list[torch.Tensor], paths: list[str], device: torch.device) -> 
     """Each image as uint8 RGB ``(3, H, W)`` on ``device``: the JPEGs in one call (nvJPEG's batched decoder on a
     GPU), any other format decoded on the host and moved.
 
+    When the batched call fails, each JPEG is decoded alone, on the device and else on the host: nvJPEG refuses some
+    files that libjpeg reads (ImageNet's training set holds a few CMYK JPEGs), and one of them must not stop a run.
+
     Raises:
-        CorruptImage: one line per file that does not decode, with its path.
+        CorruptImage: one line per file that decodes nowhere, with its path.
     """
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    from torchvision.io import ImageReadMode, decode_jpeg
 
     jpeg = [i for i, d in enumerate(data) if bytes(d[:3].tolist()) == JPEG_MAGIC]
     out: list[torch.Tensor | None] = [None] * len(data)
@@ -93,26 +96,29 @@ def decode(data: list[torch.Tensor], paths: list[str], device: torch.device) -> 
                 for i, img in zip(jpeg, decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device),
                                   strict=True):  # fmt: skip
                     out[i] = img
-            for i in (i for i in range(len(data)) if out[i] is None):
-                out[i] = decode_image(data[i], mode=ImageReadMode.RGB).to(device, non_blocking=True)
         except RuntimeError:
-            _name_corrupt(data, paths)
-            raise
+            out = [None] * len(data)
+        errors = []
+        for i in (i for i in range(len(data)) if out[i] is None):
+            try:
+                out[i] = _decode_one(data[i], device, i in jpeg)
+            except RuntimeError as err:
+                errors.append(f"{paths[i]}: {str(err).splitlines()[0]}")
+    if errors:
+        raise CorruptImage("; ".join(errors))
     return out  # type: ignore[return-value]
 
 
-def _name_corrupt(data: list[torch.Tensor], paths: list[str]) -> None:
-    """Decode each image alone on the host and raise :class:`CorruptImage` naming every one that fails."""
-    from torchvision.io import ImageReadMode, decode_image
+def _decode_one(data: torch.Tensor, device: torch.device, jpeg: bool) -> torch.Tensor:
+    """One image on ``device``: a JPEG decoded there if it can be, else (and any other format) on the host."""
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
-    errors = []
-    for d, path in zip(data, paths, strict=True):
+    if jpeg and device.type != "cpu":
         try:
-            decode_image(d, mode=ImageReadMode.RGB)
-        except RuntimeError as err:
-            errors.append(f"{path}: {str(err).splitlines()[0]}")
-    if errors:
-        raise CorruptImage("; ".join(errors)) from None
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
+            pass
+    return decode_image(data, mode=ImageReadMode.RGB).to(device, non_blocking=True)
 
 
 def augmented(batch: Encoded, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
