@@ -165,3 +165,8 @@ def test_cmyk_grey_and_png_files_decode_as_the_pil_path_reads_them(tmp_path, dev
             assert diff.max() <= 1, path
         else:
             assert diff.float().mean() < BOUNDS[device]["crop_mean"], (path, float(diff.float().mean()))
+
+
+def test_fashion_mnist_names_the_dataset_not_the_augmentation() -> None:
+    with pytest.raises(ConfigError, match="loader='device' applies to dataset=imagefolder only"):
+        from_dict({"loader": "device"})

@@ -190,6 +190,8 @@ class TrainConfig(Strict):
                               "channel; grey images are read as RGB), every std > 0")  # fmt: skip
         if self.color_jitter < 0:
             raise ConfigError(f"color_jitter={self.color_jitter} must be >= 0 (0 turns it off)")
+        if self.dataset == "fashion_mnist":
+            return  # its keys are checked with the dataset's (_check_dataset_keys)
         if self.loader == "device" and self.aa and not self.aa.startswith("rand-"):
             raise ConfigError(f"loader=device runs timm's RandAugment (aa=rand-...), not aa={self.aa!r}: set "
                               "loader: pil for it")  # fmt: skip
