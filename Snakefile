@@ -3,9 +3,16 @@
 #   snakemake --cores all                                   the embedded default study (CPU, minutes)
 #   snakemake --cores all --configfile workflow/config/smoke.yaml
 #   snakemake -n results/default/evaluate/vit_micro_patch4_28__transmix__s0.csv   one target, its jobs only
+import shlex
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+# Every job runs the package beside this Snakefile, not whichever copy of it is installed (an editable install
+# points at one checkout): a study started from a second checkout, a worktree at a fixed revision, trains that
+# checkout's code, the revision its rows' git_sha names. (Snakemake's own prefix is `set -euo pipefail;`.)
+shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")  # braces: Snakemake formats it
 
 
 # A --configfile replaces the default study instead of being merged into it, so a study holds every key it uses.
