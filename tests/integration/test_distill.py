@@ -70,7 +70,7 @@ def test_the_loss_is_deits_weighting_of_the_label_and_teacher_terms(fashion_root
                       log_target=True) * tau**2  # fmt: skip
     else:
         kd = F.cross_entropy(dist, teacher.argmax(-1))
-    assert loss == pytest.approx(float(0.7 * label + 0.3 * kd), rel=1e-5)
+    assert loss == pytest.approx(float((0.7 * label + 0.3 * kd).detach()), rel=1e-5)
 
 
 def test_a_student_trains_from_a_run_directory_and_records_its_teacher(fashion_root, finished_run, tmp_path) -> None:
