@@ -42,8 +42,16 @@ from transmix.data.imagefolder import ImageFolderSplit, Samples
 from transmix.data.loader import DeviceFinish, stream_seed
 from transmix.data.split import CorruptImage
 
+# Failures of the device, not of a file: they stop the run as they are instead of naming a file as corrupt.
+NOT_THE_FILE = (torch.OutOfMemoryError, *((torch.AcceleratorError,) if hasattr(torch, "AcceleratorError") else ()))
+
 JPEG_MAGIC = b"\xff\xd8\xff"
-Encoded = tuple[list[torch.Tensor], torch.Tensor, list[Draw], list[str]]  # bytes, labels, draws, paths of a batch
+# A batch from the workers: every file's bytes in one tensor, where each file ends, labels, draws and paths. One
+# tensor crosses from a worker process once; a list of them would cross as one shared-memory handle per image.
+Encoded = tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[Draw], list[str]]
+# torchvision 0.29 marks its decoders deprecated (see above); said once per process here, not per batch. A filter set
+# at import, not warnings.catch_warnings, which swaps the process-wide filters and is not safe in a thread.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated")
 
 
 class EncodedImages(Dataset):
@@ -69,9 +77,16 @@ class EncodedImages(Dataset):
 
 
 def collate(items: list[tuple[torch.Tensor, int, Draw, str]]) -> Encoded:
-    """A batch keeps its images as separate byte strings (they differ in size until decoded and cropped)."""
+    """A batch's files as one byte tensor and where each ends (they differ in size until decoded and cropped)."""
     data, labels, draws, paths = zip(*items, strict=True)
-    return list(data), torch.tensor(labels), list(draws), list(paths)
+    ends = torch.tensor([len(d) for d in data]).cumsum(0)
+    return torch.cat(data), ends, torch.tensor(labels), list(draws), list(paths)
+
+
+def split_files(flat: torch.Tensor, ends: torch.Tensor) -> list[torch.Tensor]:
+    """:func:`collate`'s byte tensor back into one view per file."""
+    starts = [0, *ends[:-1].tolist()]
+    return [flat[a:b] for a, b in zip(starts, ends.tolist(), strict=True)]
 
 
 def decode(data: list[torch.Tensor], paths: list[str], device: torch.device) -> list[torch.Tensor]:
@@ -88,25 +103,35 @@ def decode(data: list[torch.Tensor], paths: list[str], device: torch.device) -> 
 
     jpeg = [i for i, d in enumerate(data) if bytes(d[:3].tolist()) == JPEG_MAGIC]
     out: list[torch.Tensor | None] = [None] * len(data)
-    with warnings.catch_warnings():  # torchvision 0.29 marks its decoders deprecated (see the module docstring)
-        warnings.simplefilter("ignore", category=UserWarning)
-        warnings.simplefilter("ignore", category=DeprecationWarning)
+    try:
+        if jpeg:
+            _settled(device)
+            for i, img in zip(jpeg, decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device),
+                              strict=True):  # fmt: skip
+                out[i] = img
+    except NOT_THE_FILE:
+        raise
+    except RuntimeError:
+        out = [None] * len(data)
+    errors = []
+    for i in (i for i in range(len(data)) if out[i] is None):
         try:
-            if jpeg:
-                for i, img in zip(jpeg, decode_jpeg([data[i] for i in jpeg], mode=ImageReadMode.RGB, device=device),
-                                  strict=True):  # fmt: skip
-                    out[i] = img
-        except RuntimeError:
-            out = [None] * len(data)
-        errors = []
-        for i in (i for i in range(len(data)) if out[i] is None):
-            try:
-                out[i] = _decode_one(data[i], device, i in jpeg)
-            except RuntimeError as err:
-                errors.append(f"{paths[i]}: {str(err).splitlines()[0]}")
+            out[i] = _decode_one(data[i], device, i in jpeg)
+        except NOT_THE_FILE:
+            raise
+        except RuntimeError as err:
+            errors.append(f"{paths[i]}: {str(err).splitlines()[0]}")
     if errors:
         raise CorruptImage("; ".join(errors))
     return out  # type: ignore[return-value]
+
+
+def _settled(device: torch.device) -> None:
+    """Wait for the work already queued on this thread's stream before nvJPEG decodes: torchvision allocates the
+    output on this stream but decodes on a stream of its own that does not wait for it, so memory the previous
+    batch's augmentation still reads could be handed to the decoder and overwritten (pytorch/vision#9606)."""
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
 
 
 def _decode_one(data: torch.Tensor, device: torch.device, jpeg: bool) -> torch.Tensor:
@@ -115,7 +140,10 @@ def _decode_one(data: torch.Tensor, device: torch.device, jpeg: bool) -> torch.T
 
     if jpeg and device.type != "cpu":
         try:
+            _settled(device)
             return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        except NOT_THE_FILE:
+            raise
         except RuntimeError:
             pass
     return decode_image(data, mode=ImageReadMode.RGB).to(device, non_blocking=True)
@@ -125,8 +153,8 @@ def augmented(batch: Encoded, size: int, device: torch.device) -> tuple[torch.Te
     """One loader batch decoded on ``device`` and augmented there: uint8 ``(B, 3, size, size)`` and the labels."""
     from transmix.data.tensor_aug import augment
 
-    data, labels, draws, paths = batch
-    images = decode(data, paths, device)
+    flat, ends, labels, draws, paths = batch
+    images = decode(split_files(flat, ends), paths, device)
     for img, d, path in zip(images, draws, paths, strict=True):
         top, left, height, width = d.crop
         if top + height > img.shape[1] or left + width > img.shape[2]:
@@ -144,7 +172,10 @@ class Ahead:
     def __init__(self, items: Iterator[Any], make: Callable[[Any], tuple[torch.Tensor, torch.Tensor]],
                  device: torch.device):  # fmt: skip
         self.items, self.make, self.device = items, make, device
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transmix-device-input")
+        # A new thread's current CUDA device is 0: set it, or every process but rank 0 opens a context on GPU 0.
+        initializer = (lambda: torch.cuda.set_device(device)) if device.type == "cuda" else None
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transmix-device-input",
+                                       initializer=initializer)  # fmt: skip
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.next: Future | None = None
 
@@ -178,6 +209,7 @@ class Ahead:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.next = self.items = None  # a failed batch's traceback would keep the loader's workers alive
 
 
 class DeviceImageFolderSplit(ImageFolderSplit):

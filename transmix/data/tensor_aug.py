@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,7 +83,7 @@ def augment(images: Sequence[torch.Tensor], draws: Sequence[Draw], size: int) ->
             if len(members) == len(draws):
                 batch = _OPS[name](batch, ops)
             else:
-                index = torch.tensor(members, device=batch.device)
+                index = _to_device(members, torch.int64, batch.device)
                 batch[index] = _OPS[name](batch[index], ops)
     return batch
 
@@ -128,9 +129,16 @@ def _crop_resize_flip(image: torch.Tensor, draw: Draw, size: int) -> torch.Tenso
     return out
 
 
+def _to_device(values: Sequence[Any], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Host values as a tensor on ``device``. To a GPU through pinned memory and without waiting: a tensor made from a
+    list straight on the device is copied from pageable memory, which waits for the stream's queued work."""
+    values = torch.tensor(values, dtype=dtype)
+    return values.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else values
+
+
 def _column(values: Sequence[float] | Sequence[int], like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Per-sample parameters as an ``(n, 1, 1, 1)`` tensor on the batch's device, broadcasting over pixels."""
-    return torch.tensor(list(values), dtype=dtype, device=like.device).view(-1, 1, 1, 1)
+    return _to_device(list(values), dtype, like.device).view(-1, 1, 1, 1)
 
 
 # Look-up and integer ops: exact.
@@ -273,7 +281,7 @@ def _cubic(v1: torch.Tensor, v2: torch.Tensor, v3: torch.Tensor, v4: torch.Tenso
 def _affine(x: torch.Tensor, ops: Sequence[Op]) -> torch.Tensor:
     """``Image.transform(size, AFFINE, matrix, resample, fillcolor=fill)`` for a group sharing one filter."""
     n, channels, height, width = x.shape
-    matrices = torch.tensor([_matrix(op, width, height) for op in ops], dtype=torch.float64, device=x.device)
+    matrices = _to_device([_matrix(op, width, height) for op in ops], torch.float64, x.device)
     a = [matrices[:, k].view(n, 1, 1) for k in range(6)]
     cols = torch.arange(width, dtype=torch.float64, device=x.device).view(1, 1, width)
     rows = torch.arange(height, dtype=torch.float64, device=x.device).view(1, height, 1)
@@ -314,7 +322,7 @@ def _affine(x: torch.Tensor, ops: Sequence[Op]) -> torch.Tensor:
             lines = [_cubic(*(gather(yi + j, xi + i).double() for i in (-1, 0, 1, 2)), dx) for j in (-1, 0, 1, 2)]
             value = _cubic(*lines, dy)
         out = value.clamp(0, 255).to(torch.uint8)  # the cast truncates, as Pillow's (UINT8)
-    fill = torch.tensor([op.fill for op in ops], dtype=torch.uint8, device=x.device).view(n, channels, 1, 1)
+    fill = _to_device([op.fill for op in ops], torch.uint8, x.device).view(n, channels, 1, 1)
     return torch.where(inside[:, None], out, fill)
 
 
