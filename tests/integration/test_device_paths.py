@@ -166,3 +166,29 @@ def test_transmix_step_waits_for_the_device_no_more_often_than_deit(device) -> N
         assert out.mode == "cutmix"
     assert len(waits["transmix"]) <= len(waits["deit"]), waits
     assert lams["transmix"] is not None and bool(((lams["transmix"] >= 0) & (lams["transmix"] <= 1)).all())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_epoch_meter_adds_a_step_without_waiting_and_in_float64(device) -> None:
+    # The area weight of a CutMix batch is a Python float: made into a tensor on the host and copied, it made the
+    # host wait for the device at every step (of every method), and it was rounded to float32 on the way.
+    import warnings
+
+    from transmix.training.checkpoint import Progress
+    from transmix.training.meter import EpochMeter, epoch_sums
+    from transmix.training.step import StepOutput
+
+    meter = EpochMeter(Progress(sums=epoch_sums()), torch.device(device))
+    lam = torch.full((4,), 0.25, device=device)
+    step = StepOutput(torch.tensor(1.5, device=device), "cutmix", 0.1, lam, lam)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if device == "cuda":
+            torch.cuda.set_sync_debug_mode("warn")
+        try:
+            meter.add(step)
+        finally:
+            if device == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
+    assert not [w for w in caught if "synchroniz" in str(w.message)]
+    assert meter.acc.tolist()[:3] == [1.5, 0.1, 0.25]  # 0.1 as float64, not float32's 0.10000000149

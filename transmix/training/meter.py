@@ -43,7 +43,7 @@ class EpochMeter:
             parts[1:3] = [result.lam_area, result.lam.mean() if result.lam is not None else result.lam_area]
             if result.lam_attn is not None:
                 parts[3:] = [result.lam_attn.mean(), (result.lam_attn - result.lam_area).abs().mean()]
-        self.acc += torch.stack([torch.as_tensor(p, device=self.acc.device).double() for p in parts])
+        self.acc += torch.stack([_on(p, self.acc.device) for p in parts])
         self.steps += 1
 
     def sync(self, stop: bool, world: int) -> tuple[int, float, bool]:
@@ -54,3 +54,12 @@ class EpochMeter:
         steps, mean = self.steps, (loss - self.loss_before) / max(self.steps, 1)
         self.steps, self.loss_before = 0, loss
         return steps, mean, stop
+
+
+def _on(value: torch.Tensor | float, device: torch.device) -> torch.Tensor:
+    """``value`` as a float64 scalar on ``device``. A Python number is filled in there by a kernel: a tensor made from
+    it on the host and copied (``torch.as_tensor(value, device=...)``) would make the host wait for the device at every
+    step, and would round it to float32 first."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device, torch.float64)
+    return torch.full((), float(value), dtype=torch.float64, device=device)
