@@ -314,9 +314,9 @@ def test_bench_loader_reports_images_per_second_by_workers(tree, tmp_path, capsy
     assert [r["workers"] for r in rows] == ["0", "1"] and all(float(r["images_per_second"]) > 0 for r in rows)
     assert all(float(r["low"]) <= float(r["images_per_second"]) <= float(r["high"]) for r in rows)
     assert "1 worker(s):" in capsys.readouterr().out
-    # 12 batches per epoch cannot hold the 1 + 4 that one worker makes ready untimed and 9 rounds of 2
+    # 12 batches per epoch cannot hold the 4 that one worker makes ready untimed and 9 rounds of 2
     assert main([*args[:-2], "--rounds", "9"]) == 2
-    assert "need 23" in capsys.readouterr().err
+    assert "need 22" in capsys.readouterr().err
 
 
 def test_every_image_type_is_read_and_nothing_else_becomes_a_class(tree, caplog) -> None:

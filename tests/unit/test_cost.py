@@ -123,3 +123,13 @@ def test_a_folder_without_the_measurements_is_one_line_saying_what_is_missing(tm
     assert "bench.csv (the step's speed) is missing" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # one rate or the other
         main(["cost", "--config", study, "--measured", str(H200), "--tflops", "100"])
+
+
+def test_timed_stretches_cover_whole_turns_of_the_workers() -> None:
+    # A DataLoader hands batches to its workers in turn, so they arrive in bursts of `workers`: a timed stretch that
+    # ends inside a burst counts batches that were already waiting.
+    from transmix.tools.loader_bench import batches_needed, untimed_batches, whole_turns
+
+    assert [whole_turns(10, w) for w in (0, 1, 4, 15)] == [10, 10, 12, 15]
+    assert [untimed_batches(w) for w in (0, 1, 15)] == [1, 4, 60]
+    assert batches_needed([4, 15], 20, 3) == max(16 + 3 * 20, 60 + 3 * 30)

@@ -10,9 +10,10 @@ of ImageNet's size (:func:`transmix.tools.loader_bench.generated_tree`):
 * one row per ``loader`` path (``pil``, ``device``): the training split itself, with ``workers`` worker processes.
 
 A fed source first trains on every batch its workers could have made ready before the clock starts (as the loader
-bench drains them), then ``rounds`` rounds of ``steps`` steps back to back, so a round is fed at the loader's
-steady rate, not from its queue. Images/s are the mean over rounds with a 95% t-interval; ``vs_synthetic`` is each
-round's images/s over the synthetic round of the same index (a ratio of 1 means the step never waited for data).
+bench drains them), then ``rounds`` rounds of ``steps`` steps back to back (rounded up to whole turns of the
+workers, whose batches arrive in bursts), so a round is fed at the loader's steady rate, not from its queue.
+Images/s are the mean over rounds with a 95% t-interval; ``vs_synthetic`` is each round's images/s over the
+synthetic round of the same index (a ratio of 1 means the step never waited for data).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from transmix.config.run import TrainConfig
 from transmix.reporting.stats import t_interval
 from transmix.tools import bench as bench_mod
-from transmix.tools.loader_bench import untimed_batches
+from transmix.tools.loader_bench import untimed_batches, whole_turns
 
 SYNTHETIC = "synthetic"
 
@@ -72,6 +73,7 @@ def bench_fed(cfg: TrainConfig, loaders: tuple[str, ...], workers: int, steps: i
     for _, (x, y) in zip(range(warmup), _cycle(batches), strict=False):  # compilation happens here
         step(x, y, gen)
     bench_mod.sync(device)
+    steps = whole_turns(steps, workers)  # fed steps start and end on a whole turn of the workers
     speeds = {SYNTHETIC: [_timed(step, _cycle(batches), steps, gen, device, cfg.batch_size) for _ in range(rounds)]}
     for loader in loaders:
         split = train_split(cfg.replace(loader=loader, num_workers=workers), (0, 1), torch.Generator(), device)
@@ -97,7 +99,7 @@ def bench_fed(cfg: TrainConfig, loaders: tuple[str, ...], workers: int, steps: i
 
 def images_needed(cfg: TrainConfig, workers: int, steps: int, rounds: int) -> int:
     """Training images one epoch must hold for :func:`bench_fed`: the drained batches and every timed one."""
-    return cfg.batch_size * (untimed_batches(workers) + rounds * steps)
+    return cfg.batch_size * (untimed_batches(workers) + rounds * whole_turns(steps, workers))
 
 
 def _cycle(batches: list) -> Iterator:

@@ -2,11 +2,12 @@
 
 The loader is the training split itself (the ``loader`` key's: PIL in the workers, or decoded and augmented on the
 device; workers that live for the run, uint8 batches finished on the device), timed without a model. Each worker
-count gets a fresh split. Its first ``workers x PREFETCH + 1`` batches are not timed: the workers start, and the
-batches they made ready meanwhile would be counted at no cost, which overstated many workers many times over. Then
-``rounds`` rounds of ``batches`` batches of the same epoch are timed, each arriving as fast as the workers make it.
-Images per second are reported as the mean over rounds with a 95% t-interval. A GPU needs ``images/s`` of the step
-(``transmix bench``) from its loader: the ratio says whether a run would be loader-bound.
+count gets a fresh split. Its first ``workers x PREFETCH`` batches (1 without workers) are not timed: the workers
+start, and the batches they made ready meanwhile would be counted at no cost, which overstated many workers many
+times over. Then ``rounds`` rounds of ``batches`` batches (rounded up to whole turns of the workers, whose batches
+arrive in bursts) of the same epoch are timed, each arriving as fast as the workers make it. Images per second are
+reported as the mean over rounds with a 95% t-interval. A GPU needs ``images/s`` of the step (``transmix bench``)
+from its loader: the ratio says whether a run would be loader-bound.
 
 Without ``--data-dir`` it reads a generated tree of JPEGs of ImageNet's typical size (about 400 x 350 pixels), so
 the decode and augmentation cost is ImageNet's, not that of tiny images. Its distinct images are linked again
@@ -62,41 +63,53 @@ def bench_loader(cfg: TrainConfig, workers: list[int], batches: int = 5, rounds:
     for count in workers:
         split = train_split(cfg.replace(num_workers=count), (0, 1), torch.Generator(), device)
         per_epoch = len(split.epoch_indices(0)) // cfg.batch_size
-        most = untimed_batches(max(workers))  # checked before the first measurement, for the largest count
-        if per_epoch < most + rounds * batches:
+        most = batches_needed(workers, batches, rounds)  # checked before the first measurement, for every count
+        if per_epoch < most:
             split.close()
             raise ConfigError(f"{cfg.data_dir} gives {per_epoch} batches of {cfg.batch_size} per epoch; "
                               f"{max(workers)} worker(s) and {rounds} rounds of {batches} need "
-                              f"{most + rounds * batches}: lower them or the batch size")  # fmt: skip
+                              f"{most}: lower them or the batch size")  # fmt: skip
         stream = split.batches(0, 0)
         for _ in range(untimed_batches(count)):  # the workers start; what they made ready meanwhile is drained
             next(stream)
-        speeds = []
+        speeds, timed = [], whole_turns(batches, count)
         for _ in range(rounds):
             t0 = time.perf_counter()
-            for _, (x, _) in zip(range(batches), stream, strict=False):
+            for _, (x, _) in zip(range(timed), stream, strict=False):
                 if x.is_cuda:
                     torch.cuda.synchronize(device)
-            speeds.append(batches * cfg.batch_size / (time.perf_counter() - t0))
+            speeds.append(timed * cfg.batch_size / (time.perf_counter() - t0))
         stream.close()
         split.close()
         ci = t_interval(speeds)
         rows.append(LoaderRow(count, float(ci["mean"]), float(ci["low"]), float(ci["high"]),
                               float(ci["mean"]) / max(count, 1), cfg.batch_size, cfg.img_size, cfg.aa, rounds,
-                              batches, str(device), cpus, str(torch.__version__), cfg.loader))  # fmt: skip
+                              timed, str(device), cpus, str(torch.__version__), cfg.loader))  # fmt: skip
         print(f"loader {cfg.loader}, {count} worker(s): {ci['mean']:.0f} images/s [{ci['low']:.0f}, {ci['high']:.0f}]",
               flush=True)  # fmt: skip
     return rows
 
 
 def untimed_batches(workers: int) -> int:
-    """Batches drained before timing: the first, and every batch the workers can hold ready."""
-    return 1 + workers * PREFETCH
+    """Batches drained before timing: every batch the workers can hold ready (the first, without workers)."""
+    return max(1, workers * PREFETCH)
+
+
+def whole_turns(batches: int, workers: int) -> int:
+    """``batches`` rounded up to whole turns of the workers. A ``DataLoader`` hands batches to its workers in turn, so
+    they arrive in bursts of ``workers``; a timed stretch that starts or ends inside a burst counts batches that were
+    already waiting and overstates the loader (and a step fed by it)."""
+    return -(-batches // max(workers, 1)) * max(workers, 1)
+
+
+def batches_needed(workers: list[int], batches: int, rounds: int) -> int:
+    """Batches one epoch must hold for :func:`bench_loader` with these arguments (its largest need over counts)."""
+    return max(untimed_batches(c) + rounds * whole_turns(batches, c) for c in workers)
 
 
 def images_needed(cfg: TrainConfig, workers: list[int], batches: int, rounds: int) -> int:
     """Training images one epoch must hold for :func:`bench_loader` with these arguments."""
-    return cfg.batch_size * (untimed_batches(max(workers)) + rounds * batches)
+    return cfg.batch_size * batches_needed(workers, batches, rounds)
 
 
 def generated_tree(root: Path, images: int = 0) -> Path:
