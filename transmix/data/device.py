@@ -26,6 +26,7 @@ which a lock of PyPI packages cannot hold; :func:`decode` is the one place to ch
 from __future__ import annotations
 
 import contextlib
+import io
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -67,8 +68,8 @@ class EncodedImages(Dataset):
         index, epoch = key
         path, label = self.samples[index]
         try:
-            data = Path(path).read_bytes()
-            with Image.open(path) as img:  # reads the header only: the size the crop box is drawn for
+            data = Path(path).read_bytes()  # the file is read once: its header (below) and bytes come from here
+            with Image.open(io.BytesIO(data)) as img:  # the header only: the size the crop box is drawn for
                 size = img.size
         except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError...
             raise CorruptImage(f"{path}: {type(err).__name__}: {err}") from None

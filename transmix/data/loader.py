@@ -32,13 +32,17 @@ from transmix.data.split import Batch
 AUTO_WORKERS = -1  # num_workers: the CPUs of this process's allocation (its affinity), shared by the node's processes
 
 
+def allocated_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a SLURM allocation's, not the node's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def loader_workers(requested: int) -> int:
     """``requested``, or for :data:`AUTO_WORKERS` the CPUs this process may run on, divided among the processes of
     its node (``torchrun``'s ``LOCAL_WORLD_SIZE``), one left for the trainer itself."""
     if requested != AUTO_WORKERS:
         return requested
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1)
+    return max(0, allocated_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1)
 
 
 def stream_seed(*key: int) -> int:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import csv
 import math
-import platform
 import resource
 import statistics
 import sys
@@ -43,7 +42,7 @@ from timm.task import ClassificationTask
 from transmix.config.run import TrainConfig
 from transmix.method.attention import ExplicitClassAttention
 from transmix.method.models import create_model
-from transmix.training.runtime import compile_model, resolve_device, use_tf32
+from transmix.training.runtime import compile_model, device_name, resolve_device, use_tf32
 from transmix.training.step import Stepper
 
 COLUMNS = ("deit", "transmix", "transmix-explicit", "timm")
@@ -194,7 +193,7 @@ def bench(cfg: TrainConfig, steps: int = 10, rounds: int = 7, warmup: int = 3, i
     if teacher_model:
         teacher = create_model(teacher_model, num_classes=num_classes, in_chans=in_chans, img_size=img_size).to(device)
         teacher.eval().requires_grad_(False)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = device_name(device)
     rows = []
     for mode, precision in [(m, p) for m in modes for p in precisions]:
         started = time.perf_counter()

@@ -18,8 +18,7 @@ synthetic round of the same index (a ratio of 1 means the step never waited for 
 
 from __future__ import annotations
 
-import os
-import platform
+import itertools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,9 +26,11 @@ from dataclasses import dataclass
 import torch
 
 from transmix.config.run import TrainConfig
+from transmix.data.loader import allocated_cpus
 from transmix.reporting.stats import t_interval
 from transmix.tools import bench as bench_mod
 from transmix.tools.loader_bench import untimed_batches, whole_turns
+from transmix.training.runtime import device_name
 
 SYNTHETIC = "synthetic"
 
@@ -70,11 +71,12 @@ def bench_fed(cfg: TrainConfig, loaders: tuple[str, ...], workers: int, steps: i
     device, base, batches = bench_mod.setup(cfg, steps, 3, cfg.img_size, classes)
     step = bench_mod.steppers(cfg, base, classes, cfg.img_size, device, cfg.compile, columns=("deit",))["deit"]
     gen = torch.Generator().manual_seed(cfg.seed)
-    for _, (x, y) in zip(range(warmup), _cycle(batches), strict=False):  # compilation happens here
+    for _, (x, y) in zip(range(warmup), itertools.cycle(batches), strict=False):  # compilation happens here
         step(x, y, gen)
     bench_mod.sync(device)
     steps = whole_turns(steps, workers)  # fed steps start and end on a whole turn of the workers
-    speeds = {SYNTHETIC: [_timed(step, _cycle(batches), steps, gen, device, cfg.batch_size) for _ in range(rounds)]}
+    speeds = {SYNTHETIC: [_timed(step, itertools.cycle(batches), steps, gen, device, cfg.batch_size)
+                          for _ in range(rounds)]}  # fmt: skip
     for loader in loaders:
         split = train_split(cfg.replace(loader=loader, num_workers=workers), (0, 1), torch.Generator(), device)
         stream = split.batches(0, 0)
@@ -84,8 +86,7 @@ def bench_fed(cfg: TrainConfig, loaders: tuple[str, ...], workers: int, steps: i
         split.close()
         print(f"{loader}, {workers} worker(s): {sum(speeds[loader]) / rounds:.0f} images/s fed "
               f"(synthetic {sum(speeds[SYNTHETIC]) / rounds:.0f})", flush=True)  # fmt: skip
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    name, cpus = device_name(device), allocated_cpus()
     rows = []
     for source, values in speeds.items():
         ci = t_interval(values)
@@ -100,11 +101,6 @@ def bench_fed(cfg: TrainConfig, loaders: tuple[str, ...], workers: int, steps: i
 def images_needed(cfg: TrainConfig, workers: int, steps: int, rounds: int) -> int:
     """Training images one epoch must hold for :func:`bench_fed`: the drained batches and every timed one."""
     return cfg.batch_size * (untimed_batches(workers) + rounds * whole_turns(steps, workers))
-
-
-def _cycle(batches: list) -> Iterator:
-    while True:
-        yield from batches
 
 
 def _timed(step: bench_mod.Stepper, stream: Iterator, steps: int, gen: torch.Generator, device: torch.device,

@@ -29,6 +29,7 @@ from transmix.config.run import TrainConfig
 from transmix.config.strict import ConfigError
 from transmix.data import train_split
 from transmix.data.imagefolder import PREFETCH
+from transmix.data.loader import allocated_cpus
 from transmix.reporting.stats import t_interval
 from transmix.training.runtime import resolve_device
 
@@ -58,7 +59,7 @@ class LoaderRow:
 def bench_loader(cfg: TrainConfig, workers: list[int], batches: int = 5, rounds: int = 3) -> list[LoaderRow]:
     """Images/s of ``cfg``'s training split for each worker count (``cfg.data_dir`` must hold a class-folder tree)."""
     device = resolve_device(cfg.device)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = allocated_cpus()
     rows = []
     for count in workers:
         split = train_split(cfg.replace(num_workers=count), (0, 1), torch.Generator(), device)

@@ -194,13 +194,9 @@ def _not_run(variant: Variant, cfg: TrainConfig, status: str, rounds: int, globa
 
 
 def _device_name(device: str) -> str:
-    import platform
+    from transmix.training.runtime import device_name, resolve_device
 
-    import torch
-
-    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
-        return torch.cuda.get_device_name(torch.device(device) if device != "auto" else None)
-    return platform.processor() or "cpu"
+    return device_name(resolve_device(device))
 
 
 def _worker() -> int:

@@ -111,6 +111,11 @@ def reduce(loss: torch.Tensor, stop: bool, world: int) -> tuple[float, bool]:
     return float(packed[0]), bool(packed[1] > 0)
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name (``NVIDIA H200``), or the processor's on a CPU."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
 def environment(device: torch.device, sha: str) -> dict[str, Any]:
     """Versions, code revision and hardware, as every run directory records them."""
     import timm
@@ -122,6 +127,6 @@ def environment(device: torch.device, sha: str) -> dict[str, Any]:
         "transmix": __version__,
         "git_sha": sha,
         "lock": stack(),  # the locked stack, and any package installed at another version
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": device_name(device),
         "torch_threads": torch.get_num_threads(),
     }
